@@ -1,0 +1,89 @@
+"""What a run leaves behind: result.json and junit.xml (builders are pure)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+from harness.markers import Marker
+from harness.verdict import Verdict
+
+SUITE = "aero-virtio-selftest"
+
+
+def test_record(marker: Marker) -> Dict[str, Any]:
+    return {
+        "name": marker.name,
+        "status": marker.status,
+        "fields": dict(marker.fields),
+        "tokens": list(marker.tokens),
+        "line": marker.raw,
+    }
+
+
+def result_document(
+    verdict: Verdict,
+    tests: Iterable[Marker],
+    required: Iterable[str],
+    timings: Mapping[str, Optional[float]],
+    qemu: Mapping[str, Any],
+    config: Optional[Marker],
+    extra: Mapping[str, Any],
+) -> Dict[str, Any]:
+    return {
+        "verdict": "PASS" if verdict.passed else "FAIL",
+        "exit_code": int(verdict.code),
+        "token": verdict.token,
+        "detail": verdict.detail,
+        "line": verdict.line(),
+        "required": list(required),
+        "tests": [test_record(m) for m in tests],
+        "guest_config": dict(config.fields) if config else None,
+        "timings": {k: (round(v, 3) if v is not None else None) for k, v in timings.items()},
+        "qemu": dict(qemu),
+        **extra,
+    }
+
+
+def junit_xml(verdict: Verdict, tests: List[Marker], required: Iterable[str], seconds: float) -> bytes:
+    """One test case per guest TEST line, plus one per required test that never came.
+
+    FAIL is a failure, SKIP is skipped; READY and INFO pass. A run with no
+    RESULT gets an error case so a CI system never shows it green.
+    """
+    suite = ET.Element("testsuite", name=SUITE, time=f"{seconds:.3f}")
+    failures = skipped = errors = 0
+    seen = set()
+    for marker in tests:
+        seen.add(marker.name)
+        case = ET.SubElement(suite, "testcase", classname=SUITE, name=marker.name)
+        if marker.status == "FAIL":
+            failures += 1
+            ET.SubElement(case, "failure", message=marker.reason or "FAIL").text = marker.raw
+        elif marker.status == "SKIP":
+            skipped += 1
+            ET.SubElement(case, "skipped", message=marker.reason or "SKIP")
+        ET.SubElement(case, "system-out").text = marker.raw
+    for name in required:
+        if name not in seen:
+            failures += 1
+            case = ET.SubElement(suite, "testcase", classname=SUITE, name=name)
+            ET.SubElement(case, "failure", message="missing").text = f"the guest never reported {name}"
+    if verdict.token != "PASS" and verdict.code != 0 and verdict.code != 1:
+        errors += 1
+        case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict")
+        ET.SubElement(case, "error", message=verdict.token).text = verdict.line()
+    total = len(suite.findall("testcase"))
+    suite.set("tests", str(total))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,19 @@
+"""Exit codes of the harness: one enum, shared by every entry point.
+
+0 to 3 are the codes scripts around the upstream harness already expect
+(shared/PROTOCOL.md); the rest are ours and never collide with a verdict.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    PASS = 0  # RESULT|PASS and every required test passed
+    FAIL = 1  # the guest said FAIL, or a required test failed or is missing
+    TIMEOUT = 2  # no verdict before the deadline
+    QEMU_EXITED = 3  # QEMU exited or the VM died before a verdict
+    USAGE = 4  # bad input: missing disk, bad values
+    HOST_ERROR = 5  # the host cannot run it: QEMU missing, port busy
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM

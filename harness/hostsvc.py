@@ -1,0 +1,239 @@
+"""The services the guest reaches as 10.0.2.2: an HTTP endpoint and a UDP echo.
+
+Both bind 127.0.0.1 only (libslirp forwards the guest's 10.0.2.2 there) and
+run on daemon threads; ``HostServices`` is the context manager that starts and
+stops them together.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, List, Optional, Tuple, Type
+
+from harness.errors import HostError
+
+log = logging.getLogger(__name__)
+
+BIND_HOST = "127.0.0.1"
+LARGE_SIZE = 1024 * 1024
+LARGE_BODY = bytes(range(256)) * (LARGE_SIZE // 256)
+LARGE_SHA256 = "fbbab289f7f94b25736c58be46a994c441fd02552cc6022352e3d86d2fab7c83"
+# Bounds that keep a hostile or broken client from tying the server up.
+MAX_UPLOAD = 4 * LARGE_SIZE
+REQUEST_TIMEOUT = 30.0
+
+
+def fnv1a64(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+LARGE_ETAG = '"8505ae4435522325"'
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request the HTTP server answered, for the run's record."""
+
+    method: str
+    path: str
+    status: int
+    client: str
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_HTTPServer"
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT
+    server_version = "AeroVirtioHarness/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("http %s: " + format, self.client_address[0], *args)
+
+    def _reply(self, status: int, body: bytes, headers: Tuple[Tuple[str, str], ...] = (), head: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain" if len(body) < 64 else "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        self.server.record(Request(self.command, self.path, status, self.client_address[0]))
+
+    def _route(self) -> str:
+        path = self.path.split("?", 1)[0]
+        if path == self.server.path:
+            return "small"
+        if path == self.server.path + "-large":
+            return "large"
+        return "other"
+
+    def _get(self, head: bool) -> None:
+        route = self._route()
+        if route == "small":
+            self._reply(HTTPStatus.OK, b"OK\n", head=head)
+        elif route == "large":
+            headers = (("ETag", LARGE_ETAG), ("Cache-Control", "no-store"))
+            self._reply(HTTPStatus.OK, LARGE_BODY, headers, head=head)
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"NOT_FOUND\n", head=head)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+        self._get(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._get(head=True)
+
+    def do_POST(self) -> None:  # noqa: N802
+        length_text = self.headers.get("Content-Length")
+        try:
+            length = int(length_text) if length_text is not None else -1
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_UPLOAD:
+            self.close_connection = True
+            self._reply(HTTPStatus.BAD_REQUEST, b"BAD_LENGTH\n")
+            return
+        # handle_expect_100 (stdlib) has already sent "100 Continue" when asked.
+        digest = hashlib.sha256()
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 65536))
+            if not chunk:
+                self.close_connection = True
+                return
+            digest.update(chunk)
+            remaining -= len(chunk)
+        if self._route() != "large":
+            self._reply(HTTPStatus.NOT_FOUND, b"NOT_FOUND\n")
+        elif length == LARGE_SIZE and digest.hexdigest() == LARGE_SHA256:
+            self._reply(HTTPStatus.OK, b"OK\n")
+        else:
+            self._reply(HTTPStatus.BAD_REQUEST, b"BAD_UPLOAD\n")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, port: int, path: str) -> None:
+        self.path = path
+        self.requests: List[Request] = []
+        self._lock = threading.Lock()
+        super().__init__((BIND_HOST, port), _Handler)
+
+    def record(self, request: Request) -> None:
+        with self._lock:
+            if len(self.requests) < 1000:
+                self.requests.append(request)
+
+
+class _UDPEchoHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+
+
+class _UDPServer(socketserver.ThreadingUDPServer):
+    daemon_threads = True
+    max_packet_size = 65535
+
+    def __init__(self, port: int) -> None:
+        super().__init__((BIND_HOST, port), _UDPEchoHandler)
+
+
+def _bind_error(kind: str, port: int, exc: OSError) -> HostError:
+    if exc.errno == errno.EADDRINUSE:
+        return HostError(
+            f"{kind} port {port} on {BIND_HOST} is already in use",
+            hint=f"stop what listens there (ss -ltnup | grep {port}) or pick another port with "
+            f"--{kind.lower()}-port (the guest must be provisioned with the same port)",
+        )
+    return HostError(f"cannot listen on {BIND_HOST}:{port} ({kind}): {exc}")
+
+
+class HostServices:
+    """HTTP and UDP echo on 127.0.0.1, started on enter and stopped on exit."""
+
+    def __init__(self, http_port: int, udp_port: int, http_path: str) -> None:
+        self.http_port = http_port
+        self.udp_port = udp_port
+        self.http_path = http_path
+        self._http: Optional[_HTTPServer] = None
+        self._udp: Optional[_UDPServer] = None
+        self._threads: List[threading.Thread] = []
+
+    def __enter__(self) -> "HostServices":
+        try:
+            try:
+                self._http = _HTTPServer(self.http_port, self.http_path)
+            except OSError as exc:
+                raise _bind_error("HTTP", self.http_port, exc) from exc
+            try:
+                self._udp = _UDPServer(self.udp_port)
+            except OSError as exc:
+                raise _bind_error("UDP", self.udp_port, exc) from exc
+            for server in (self._http, self._udp):
+                thread = threading.Thread(
+                    target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                    name=f"aero-{type(server).__name__}",
+                )
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @property
+    def requests(self) -> List[Request]:
+        return list(self._http.requests) if self._http else []
+
+    @property
+    def http_address(self) -> Tuple[str, int]:
+        assert self._http is not None
+        return BIND_HOST, self._http.server_address[1]
+
+    @property
+    def udp_address(self) -> Tuple[str, int]:
+        assert self._udp is not None
+        return BIND_HOST, self._udp.server_address[1]
+
+    def close(self) -> None:
+        for server in (self._http, self._udp):
+            if server is None:
+                continue
+            if self._threads:
+                server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._http = self._udp = None
+        self._threads = []
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.close()
+
+
+def port_is_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((BIND_HOST, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,324 @@
+"""Run QEMU: find and probe the binary, make the overlay, own the process.
+
+``QemuProcess`` is a context manager: on exit QEMU is gone, whatever
+happened (polite QMP quit, then SIGTERM, then SIGKILL, each bounded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Dict, List, Optional, Sequence, Type
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from harness.deadline import Deadline
+from harness.errors import HarnessError, HostError, UsageError
+from harness.exitcodes import ExitCode
+
+log = logging.getLogger(__name__)
+
+
+class QemuLaunchError(HarnessError):
+    """QEMU would not start: carries its command and its own words."""
+
+    exit_code = ExitCode.HOST_ERROR
+    token = "QEMU_LAUNCH_FAILED"
+
+
+def find_qemu(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.sep in name:
+            raise UsageError(f"QEMU binary {name} does not exist or is not executable", hint="check --qemu-system")
+        raise HostError(
+            f"{name} is not installed or not on PATH",
+            hint="apt-get install -y qemu-system-x86 qemu-utils, or name a binary with --qemu-system",
+        )
+    return path
+
+
+def qemu_img_for(qemu: str) -> str:
+    """The qemu-img beside the QEMU binary, else the one on PATH."""
+    beside = Path(qemu).resolve().parent / "qemu-img"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("qemu-img")
+    if not found:
+        raise HostError("qemu-img is not installed", hint="apt-get install -y qemu-utils")
+    return found
+
+
+def _probe(argv: Sequence[str], timeout: float = 30) -> str:
+    try:
+        proc = subprocess.run(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=timeout,
+        )
+    except OSError as exc:
+        raise HostError(f"cannot run {argv[0]}: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise HostError(f"{' '.join(argv)} did not answer within {timeout:g} s") from exc
+    if proc.returncode != 0:
+        raise HostError(f"{' '.join(argv)} failed with exit code {proc.returncode}: {proc.stdout.strip()[-500:]}")
+    return proc.stdout
+
+
+def qemu_version(qemu: str) -> str:
+    """'7.2.22' from 'QEMU emulator version 7.2.22 (Debian ...)'."""
+    out = _probe([qemu, "--version"])
+    match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", out)
+    if not match:
+        raise HostError(f"{qemu} --version said something unexpected: {out.strip()[:200]}")
+    return match.group(1)
+
+
+def device_properties(qemu: str, device: str) -> List[str]:
+    """The properties ``-device DEVICE,help`` lists; empty when the device does not exist."""
+    try:
+        out = _probe([qemu, "-nodefaults", "-machine", "none", "-device", f"{device},help"])
+    except HostError:
+        return []
+    return re.findall(r"^\s+([A-Za-z0-9_.-]+)=", out, re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    path: Path
+    format: str
+    virtual_size: int
+
+
+def disk_info(qemu_img: str, path: Path) -> DiskInfo:
+    try:
+        proc = subprocess.run(
+            [qemu_img, "info", "--output=json", "-U", str(path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HostError(f"cannot run {qemu_img}: {exc}") from exc
+    if proc.returncode != 0:
+        raise UsageError(
+            f"{path} is not a disk image QEMU can read: {proc.stderr.strip()}", hint="check --disk"
+        )
+    info = json.loads(proc.stdout)
+    return DiskInfo(path, str(info.get("format", "raw")), int(info.get("virtual-size", 0)))
+
+
+def create_overlay(qemu_img: str, base: DiskInfo, overlay: Path) -> None:
+    """A throw-away qcow2 on top of the base image, which QEMU then opens read-only."""
+    argv = [
+        qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base.path.resolve()), "-F", base.format, str(overlay),
+    ]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise HostError(f"cannot create the overlay {overlay}: {proc.stdout.strip()}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, QEMU gets SIGKILL if the harness dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+class QemuProcess:
+    """One QEMU process with a QMP connection.
+
+    QEMU is started paused (``-S``) so that an instant failure (bad option,
+    locked image) is caught before the guest runs; ``resume`` starts it.
+    """
+
+    def __init__(self, argv: Sequence[str], log_path: Path, qmp_socket: Path) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.qmp_socket = qmp_socket
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.qmp: Optional[QEMUMonitorProtocol] = None
+        self._log_file: Optional[Any] = None
+
+    def __enter__(self) -> "QemuProcess":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.stop()
+
+    def start(self, connect_timeout: float = 15.0) -> None:
+        self._log_file = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C on the terminal reaches the harness, which stops QEMU itself.
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc
+        deadline = Deadline(connect_timeout)
+        while not self.qmp_socket.exists():
+            if self.proc.poll() is not None:
+                raise self._launch_failure()
+            if deadline.expired:
+                raise QemuLaunchError(f"QEMU did not open its QMP socket within {connect_timeout:g} s")
+            time.sleep(0.02)
+        qmp = QEMUMonitorProtocol(str(self.qmp_socket))
+        try:
+            qmp.connect()
+        except Exception as exc:  # the library raises several kinds
+            if self.proc.poll() is not None:
+                raise self._launch_failure() from exc
+            raise QemuLaunchError(f"cannot talk QMP to QEMU: {exc}") from exc
+        qmp.settimeout(10.0)
+        self.qmp = qmp
+
+    def _launch_failure(self) -> QemuLaunchError:
+        code = self.proc.returncode if self.proc else None
+        return QemuLaunchError(
+            f"QEMU exited at start with code {code}:\n{self.log_tail()}",
+            hint=f"the full command is in result.json; QEMU's output is in {self.log_path}",
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.proc.poll() if self.proc else None
+
+    def command(self, name: str, **args: Any) -> Any:
+        """One QMP command; its return value, or None when QMP is gone."""
+        if self.qmp is None or not self.alive():
+            return None
+        try:
+            return self.qmp.cmd(name, **args)
+        except Exception as exc:  # QMP errors, timeouts and a closed socket alike
+            log.debug("QMP %s failed: %s", name, exc)
+            return None
+
+    def resume(self) -> None:
+        self.command("cont")
+
+    def status(self) -> Optional[str]:
+        """QMP query-status: running, paused, internal-error, guest-panicked, ..."""
+        reply = self.command("query-status")
+        if isinstance(reply, dict):
+            return str(reply.get("status"))
+        return None
+
+    def screendump(self, path: Path) -> bool:
+        if self.command("screendump", filename=str(path), format="png") is not None:
+            return path.exists()
+        # QEMU before 7.1 writes PPM only.
+        ppm = path.with_suffix(".ppm")
+        return self.command("screendump", filename=str(ppm)) is not None and ppm.exists()
+
+    def stop(self, quit_wait: float = 5.0, term_wait: float = 5.0) -> None:
+        """Polite QMP quit, then SIGTERM, then SIGKILL; each step bounded."""
+        proc = self.proc
+        try:
+            if proc is not None and proc.poll() is None:
+                self.command("quit")
+                if not _wait(proc, quit_wait):
+                    log.debug("QEMU ignored quit; sending SIGTERM")
+                    proc.terminate()
+                    if not _wait(proc, term_wait):
+                        log.debug("QEMU ignored SIGTERM; sending SIGKILL")
+                        proc.kill()
+                        _wait(proc, 10.0)
+        finally:
+            if self.qmp is not None:
+                try:
+                    self.qmp.close()
+                except Exception as exc:  # a cleanup error never hides the first one
+                    log.debug("closing QMP: %s", exc)
+                self.qmp = None
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+
+def _wait(proc: "subprocess.Popen[bytes]", seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+_KVM_CACHE: Dict[str, bool] = {}
+
+
+def kvm_works(qemu: str, timeout: float = 10.0) -> bool:
+    """Whether KVM really runs guest code (opening /dev/kvm is not enough).
+
+    On some hosts KVM initialises but fails at the first instruction; QEMU
+    then sits in ``internal-error``. A few hundred ms of firmware tell.
+    """
+    if qemu in _KVM_CACHE:
+        return _KVM_CACHE[qemu]
+    ok = False
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        with tempfile.TemporaryDirectory(prefix="aero-kvm-") as tmp:
+            sock = Path(tmp) / "qmp.sock"
+            argv = [
+                qemu, "-machine", "pc", "-accel", "kvm", "-nodefaults", "-no-user-config", "-display", "none",
+                "-m", "64", "-chardev", f"socket,id=qmp,path={sock},server=on,wait=off",
+                "-mon", "chardev=qmp,mode=control",
+            ]
+            vm = QemuProcess(argv, Path(tmp) / "qemu.log", sock)
+            try:
+                with vm:
+                    deadline = Deadline(timeout)
+                    # SeaBIOS runs within a fraction of a second; a broken KVM stops at once.
+                    time.sleep(0.5)
+                    while not deadline.expired:
+                        status = vm.status()
+                        if status == "running":
+                            time.sleep(0.3)
+                            ok = vm.status() == "running"
+                            break
+                        if status in ("internal-error", "shutdown", None):
+                            break
+                        time.sleep(0.1)
+            except HarnessError as exc:
+                log.debug("KVM probe: %s", exc)
+    _KVM_CACHE[qemu] = ok
+    return ok
+
+
+def choose_accel(qemu: str, accel: str) -> str:
+    """``auto`` becomes kvm when KVM works here, else tcg; anything else is kept."""
+    if accel != "auto":
+        return accel
+    return "kvm" if kvm_works(qemu) else "tcg"

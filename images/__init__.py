@@ -1,0 +1,1 @@
+"""Builders for the guest images the harness boots."""

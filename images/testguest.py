@@ -1,0 +1,314 @@
+"""Build the Linux test guest that stands in for the Windows 7 selftest image.
+
+The image is a FAT file system on a whole disk (no partition table) with
+syslinux as the BIOS boot loader, a Debian kernel and an initramfs holding
+busybox, the virtio modules and ``guest/init``, which speaks the selftest
+protocol on COM1. Everything comes from Debian packages, fetched with
+``apt-get download`` and unpacked with ``dpkg -x`` into a cache; nothing
+needs root, loop mounts or the host's ``/boot``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import lzma
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from harness.errors import HarnessError, UsageError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+DEFAULT_OUT = REPO_ROOT / "build" / "test-guest.qcow2"
+DEFAULT_CACHE = REPO_ROOT / "build" / "cache"
+
+# Modules the init script loads, in this order after their dependencies.
+WANTED_MODULES = (
+    "qemu_fw_cfg",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "vfat",
+    "isofs",
+)
+# A FAT file system large enough for the kernel, the initramfs and the
+# selftest's 4 MiB scratch file; the qcow2 holds only what is used.
+FAT_SIZE_KIB = 48 * 1024
+SYSLINUX_CFG = """\
+DEFAULT aero
+PROMPT 0
+TIMEOUT 0
+LABEL aero
+  LINUX /vmlinuz
+  INITRD /initrd.gz
+  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1
+"""
+
+# (tool, Debian package that provides it)
+TOOLS = (
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+    ("mkfs.fat", "dosfstools"),
+    ("mcopy", "mtools"),
+    ("syslinux", "syslinux"),
+    ("qemu-img", "qemu-utils"),
+)
+
+
+class BuildError(HarnessError):
+    """The test guest could not be built."""
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    path: Path
+    manifest: Dict[str, str]
+
+
+def _tool(name: str, package: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise BuildError(
+            f"'{name}' is not installed; it comes with the Debian package '{package}'",
+            hint=f"apt-get install -y {package}",
+        )
+    return found
+
+
+def _run(argv: Sequence[str], cwd: Optional[Path] = None) -> str:
+    proc = subprocess.run(
+        list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    if proc.returncode != 0:
+        raise BuildError(
+            f"{' '.join(argv)} failed with exit code {proc.returncode}:\n{proc.stdout.strip()}"
+        )
+    return proc.stdout
+
+
+class PackageCache:
+    """Debian packages downloaded and unpacked under one folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.debs = root / "debs"
+        self.trees = root / "trees"
+
+    def deb(self, package: str) -> Path:
+        self.debs.mkdir(parents=True, exist_ok=True)
+        found = sorted(self.debs.glob(f"{package}_*.deb"))
+        if found:
+            return found[-1]
+        log.info("downloading %s", package)
+        _run([_tool("apt-get", "apt"), "download", package], cwd=self.debs)
+        found = sorted(self.debs.glob(f"{package}_*.deb"))
+        if not found:
+            raise BuildError(f"apt-get download {package} produced no .deb")
+        return found[-1]
+
+    def tree(self, package: str) -> Path:
+        deb = self.deb(package)
+        dest = self.trees / deb.stem
+        if not (dest / ".unpacked").exists():
+            if dest.exists():
+                shutil.rmtree(dest)
+            dest.mkdir(parents=True)
+            _run([_tool("dpkg-deb", "dpkg"), "-x", str(deb), str(dest)])
+            (dest / ".unpacked").touch()
+        return dest
+
+    def field(self, package: str, name: str) -> str:
+        return _run([_tool("dpkg-deb", "dpkg"), "-f", str(self.deb(package)), name]).strip()
+
+
+def kernel_package(cache: PackageCache) -> str:
+    """The versioned kernel package behind the linux-image-amd64 metapackage."""
+    depends = cache.field("linux-image-amd64", "Depends")
+    match = re.search(r"(linux-image-[0-9][^\s,(]*)", depends)
+    if not match:
+        raise BuildError(f"cannot find the kernel package in linux-image-amd64's Depends: {depends}")
+    return match.group(1)
+
+
+def module_depends(data: bytes) -> List[str]:
+    """The ``depends=`` entry of a kernel module's .modinfo strings."""
+    match = re.search(rb"(?:^|\x00)depends=([^\x00]*)\x00", data)
+    if not match or not match.group(1):
+        return []
+    return match.group(1).decode().split(",")
+
+
+def _module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".zst"):
+        raise BuildError(f"{path.name}: zstd-compressed modules are not supported")
+    return data
+
+
+def resolve_modules(index: Dict[str, Path], wanted: Iterable[str]) -> List[str]:
+    """Module names in load order: every module after its dependencies."""
+    order: List[str] = []
+    seen: set = set()
+
+    def visit(name: str) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        if name not in index:
+            raise BuildError(f"kernel module {name} is not in the kernel package")
+        for dep in module_depends(_module_bytes(index[name])):
+            visit(dep.replace("-", "_"))
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+def module_index(modules_dir: Path) -> Dict[str, Path]:
+    index: Dict[str, Path] = {}
+    for path in modules_dir.rglob("*.ko*"):
+        name = path.name.split(".ko")[0].replace("-", "_")
+        index[name] = path
+    return index
+
+
+class Cpio:
+    """An initramfs archive in the 'newc' format the kernel unpacks."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+        encoded = name.encode() + b"\x00"
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        self.ino += 1
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        self.buf.write(header + encoded)
+        self.buf.write(b"\x00" * (-(len(header) + len(encoded)) % 4))
+        self.buf.write(data)
+        self.buf.write(b"\x00" * (-len(data) % 4))
+
+    def dir(self, name: str) -> None:
+        self._entry(name, 0o040755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, 0o100000 | mode, data)
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+def guest_inputs_digest() -> str:
+    """A hash of everything of ours that goes into the image."""
+    h = hashlib.sha256()
+    for path in sorted(GUEST_DIR.iterdir()) + [Path(__file__)]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(SYSLINUX_CFG.encode())
+    return h.hexdigest()[:16]
+
+
+def busybox_binary(cache: PackageCache) -> Path:
+    tree = cache.tree("busybox-static")
+    return tree / "bin" / "busybox"
+
+
+def build_initramfs(modules: Dict[str, Path], order: List[str], busybox: Path) -> bytes:
+    archive = Cpio()
+    for d in ("bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"):
+        archive.dir(d)
+    archive.file("bin/busybox", busybox.read_bytes(), 0o755)
+    archive.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
+    archive.file("etc/udhcpc.script", (GUEST_DIR / "udhcpc.script").read_bytes(), 0o755)
+    for name in order:
+        archive.file(f"lib/modules/{name}.ko", _module_bytes(modules[name]))
+    archive.file("etc/modules.order", ("\n".join(order) + "\n").encode())
+    return gzip.compress(archive.finish(), compresslevel=9, mtime=0)
+
+
+def read_manifest(out: Path) -> Optional[Dict[str, str]]:
+    path = out.with_suffix(".json")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and out.exists() else None
+
+
+def is_current(out: Path) -> bool:
+    manifest = read_manifest(out)
+    return manifest is not None and manifest.get("inputs") == guest_inputs_digest()
+
+
+def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImage:
+    """Build the test guest image at ``out`` and return it with its manifest."""
+    if out.exists() and out.is_dir():
+        raise UsageError(f"--out {out} is a directory", hint="give a file name such as build/test-guest.qcow2")
+    for name, package in TOOLS:
+        _tool(name, package)
+    started = time.monotonic()
+    cache = PackageCache(cache_dir)
+    kpkg = kernel_package(cache)
+    ktree = cache.tree(kpkg)
+    vmlinuz = sorted((ktree / "boot").glob("vmlinuz-*"))
+    if not vmlinuz:
+        raise BuildError(f"no vmlinuz in {kpkg}")
+    index = module_index(ktree / "lib" / "modules")
+    order = resolve_modules(index, WANTED_MODULES)
+    busybox = busybox_binary(cache)
+    initrd = build_initramfs(index, order, busybox)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="aero-guest-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        (work / "initrd.gz").write_bytes(initrd)
+        shutil.copyfile(vmlinuz[-1], work / "vmlinuz")
+        (work / "syslinux.cfg").write_text(SYSLINUX_CFG)
+        raw = work / "disk.img"
+        _run([_tool("mkfs.fat", "dosfstools"), "-C", "-n", "AEROTEST", str(raw), str(FAT_SIZE_KIB)])
+        for name in ("vmlinuz", "initrd.gz", "syslinux.cfg"):
+            _run([_tool("mcopy", "mtools"), "-i", str(raw), str(work / name), f"::/{name}"])
+        _run([_tool("syslinux", "syslinux"), "--install", str(raw)])
+        tmp_out = work / "out.qcow2"
+        _run([_tool("qemu-img", "qemu-utils"), "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(tmp_out)])
+        tmp_out.replace(out)
+    manifest = {
+        "kernel_package": kpkg,
+        "kernel": vmlinuz[-1].name,
+        "busybox": cache.deb("busybox-static").name,
+        "modules": " ".join(order),
+        "inputs": guest_inputs_digest(),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": f"{time.monotonic() - started:.1f}",
+        "size_bytes": str(out.stat().st_size),
+    }
+    out.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return GuestImage(out, manifest)
+
+
+def ensure(out: Path = DEFAULT_OUT) -> Path:
+    """The default test guest, built first when missing or out of date."""
+    if not is_current(out):
+        log.info("building the test guest at %s", out)
+        build(out)
+    return out
