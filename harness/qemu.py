@@ -93,6 +93,15 @@ def device_properties(qemu: str, device: str) -> List[str]:
     return re.findall(r"^\s+([A-Za-z0-9_.-]+)=", out, re.MULTILINE)
 
 
+def supports_option(qemu: str, option: str) -> bool:
+    """Whether ``qemu -help`` lists a command-line option (such as ``-action``)."""
+    try:
+        out = _probe([qemu, "-help"])
+    except HostError:
+        return False
+    return re.search(rf"^{re.escape(option)}\b", out, re.MULTILINE) is not None
+
+
 @dataclass(frozen=True)
 class DiskInfo:
     path: Path
@@ -113,7 +122,10 @@ def disk_info(qemu_img: str, path: Path) -> DiskInfo:
             f"{path} is not a disk image QEMU can read: {proc.stderr.strip()}", hint="check --disk"
         )
     info = json.loads(proc.stdout)
-    return DiskInfo(path, str(info.get("format", "raw")), int(info.get("virtual-size", 0)))
+    disk = DiskInfo(path, str(info.get("format", "raw")), int(info.get("virtual-size", 0)))
+    if disk.virtual_size == 0:
+        raise UsageError(f"{path} is an empty disk image (0 bytes)", hint="check --disk")
+    return disk
 
 
 def create_overlay(qemu_img: str, base: DiskInfo, overlay: Path) -> None:

@@ -29,6 +29,8 @@ class QemuSpec:
     fw_cfg: Tuple[Tuple[str, str], ...] = ()
     extra: Tuple[str, ...] = ()
     paused: bool = True
+    # Hold a panicked guest (QEMU 6.0+ has -action) so its screen can be saved.
+    panic_pause: bool = False
     name: str = "aero-selftest"
 
 
@@ -47,6 +49,7 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-vga", "std",
         # A guest that reboots or crashes makes QEMU exit instead of looping.
         "-no-reboot",
+        *(["-action", "panic=pause"] if spec.panic_pause else []),
         # Windows keeps its clock in local time.
         "-rtc", "base=localtime",
         "-chardev", f"file,id=com1,path={keyval(spec.serial_log)}",

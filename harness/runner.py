@@ -24,7 +24,7 @@ from harness.artifacts import junit_xml, result_document, write_json
 from harness.config import SelftestConfig, check_disk
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.errors import HostError, UsageError
+from harness.errors import HarnessError, HostError, UsageError
 from harness.exitcodes import ExitCode
 from harness.hostsvc import HostServices
 from harness.markers import Marker, parse
@@ -36,6 +36,7 @@ from harness.qemu import (
     find_qemu,
     qemu_img_for,
     qemu_version,
+    supports_option,
 )
 from harness.qemu_argv import QemuSpec, build_argv, shell_line
 from harness.verdict import Tracker, Verdict, timeout_verdict, vm_gone_verdict
@@ -132,6 +133,7 @@ class Run:
         self.qemu_info: Dict[str, Any] = {}
         self.notes: List[str] = []
         self.started = time.monotonic()
+        self.panic_pause = False
 
     def _mark(self, name: str) -> None:
         self.timings[name] = time.monotonic() - self.started
@@ -143,6 +145,7 @@ class Run:
         version = qemu_version(qemu)
         qemu_img = qemu_img_for(qemu)
         self.qemu_info.update(binary=qemu, version=version)
+        self.panic_pause = supports_option(qemu, "-action")
         if cfg.dry_run:
             return self._dry_run(qemu, qemu_img)
         disk = resolve_disk(cfg, self.console)
@@ -167,6 +170,9 @@ class Run:
                     verdict = self._attempt(qemu, qemu_img, base, scratch, "tcg")
             except KeyboardInterrupt:
                 verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "the harness was interrupted (Ctrl-C or SIGTERM)")
+            except HarnessError as exc:
+                verdict = Verdict(exc.exit_code, exc.token, exc.message)
+                raise
             finally:
                 if verdict is None:
                     verdict = Verdict(ExitCode.HOST_ERROR, "HOST_ERROR", "the run ended with an error")
@@ -179,7 +185,7 @@ class Run:
         return QemuSpec(
             qemu=qemu, disk=str(disk), disk_format=fmt, serial_log=str(serial), qmp_socket=str(qmp),
             accel=accel, memory_mib=cfg.memory, smp=cfg.smp, fw_cfg=tuple(fw_cfg_hints(cfg)),
-            extra=tuple(cfg.qemu_args),
+            extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause,
         )
 
     def _dry_run(self, qemu: str, qemu_img: str) -> RunOutcome:
@@ -234,7 +240,7 @@ class Run:
             deadline = Deadline(cfg.timeout)
             verdict = self._watch(vm, watcher, deadline, fallback_ok=(cfg.accel == "auto" and accel == "kvm"))
             self._mark("verdict")
-            if not verdict.passed and verdict.code != ExitCode.QEMU_EXITED and vm.alive():
+            if not verdict.passed and vm.alive():
                 if vm.screendump(self.artifacts / "screen.png"):
                     self.notes.append("screen.png: the guest's screen when the run ended")
         self._mark("qemu_gone")

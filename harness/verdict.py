@@ -114,13 +114,20 @@ def judge(result: Marker, tests: Dict[str, Marker], required: Sequence[str]) -> 
     return Verdict(ExitCode.FAIL, "SELFTEST_FAILED", f"unknown RESULT status: {result.short}")
 
 
+def _last(tracker: Tracker, width: int = 100) -> str:
+    if tracker.last is None:
+        return "none (no START from the guest)"
+    short = tracker.last.short
+    return short if len(short) <= width else short[: width - 3] + "..."
+
+
 def timeout_verdict(seconds: float, tracker: Tracker) -> Verdict:
-    last = tracker.last.short if tracker.last else "none (no START from the guest)"
+    last = _last(tracker)
     return Verdict(
         ExitCode.TIMEOUT, "TIMEOUT", f"no RESULT within {seconds:g} s; last marker: {last}; tests: {tracker.summary()}"
     )
 
 
 def vm_gone_verdict(token: str, what: str, tracker: Tracker) -> Verdict:
-    last = tracker.last.short if tracker.last else "none (no START from the guest)"
+    last = _last(tracker)
     return Verdict(ExitCode.QEMU_EXITED, token, f"{what} before a RESULT; last marker: {last}")

@@ -45,6 +45,10 @@ WANTED_MODULES = (
     "nls_utf8",
     "vfat",
     "isofs",
+    # pvpanic lets a crash reach QEMU as a guest-panicked event when the
+    # harness adds the device (-device pvpanic).
+    "pvpanic_mmio",
+    "pvpanic_pci",
 )
 # A FAT file system large enough for the kernel, the initramfs and the
 # selftest's 4 MiB scratch file; the qcow2 holds only what is used.

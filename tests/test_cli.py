@@ -1,0 +1,62 @@
+"""Bad input: a clear message and exit code 4, never a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def harness(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--disk", "/nonexistent/win7.qcow2"], "--disk /nonexistent/win7.qcow2 does not exist"),
+        (["--disk", "/tmp"], "is a directory"),
+        (["--timeout", "0"], "--timeout must be a positive number"),
+        (["--http-port", "70000"], "--http-port must be a port from 1 to 65535"),
+        (["--memory", "8"], "--memory is in MiB"),
+        (["--smp", "0"], "--smp must be"),
+        (["--http-path", "no-slash"], "--http-path must start with /"),
+        (["--require-test", "bad name"], "--require-test"),
+        (["--qemu-system", "/nonexistent/qemu"], "does not exist or is not executable"),
+    ],
+)
+def test_usage_errors(args, message):
+    proc = harness("selftest", *args)
+    assert proc.returncode == 4, proc.stderr + proc.stdout
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = harness("selftest", "--no-such-option")
+    assert proc.returncode == 4 and "unrecognized arguments" in proc.stderr
+
+
+def test_qemu_not_installed_is_a_host_error():
+    proc = harness("selftest", "--qemu-system", "qemu-system-nonexistent-arch")
+    assert proc.returncode == 5
+    assert "qemu-system-nonexistent-arch is not installed" in proc.stdout
+    assert "apt-get install" in proc.stderr
+
+
+def test_empty_disk_is_a_usage_error(tmp_path):
+    disk = tmp_path / "empty.img"
+    disk.write_bytes(b"")
+    proc = harness("selftest", "--disk", str(disk), "--artifacts", str(tmp_path / "a"))
+    assert proc.returncode == 4 and "is an empty disk image" in proc.stdout
+
+
+def test_corrupt_qcow2_is_a_usage_error(tmp_path):
+    disk = tmp_path / "broken.qcow2"
+    disk.write_bytes(b"QFI\xfb" + b"\xff" * 508)
+    proc = harness("selftest", "--disk", str(disk), "--artifacts", str(tmp_path / "a"))
+    assert proc.returncode == 4 and "is not a disk image QEMU can read" in proc.stdout
+    assert "Traceback" not in proc.stderr

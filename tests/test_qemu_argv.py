@@ -1,0 +1,55 @@
+import shlex
+
+from harness.qemu_argv import QemuSpec, build_argv, keyval, shell_line
+
+
+def spec(**kw):
+    base = dict(qemu="qemu-system-x86_64", disk="/d/win7.qcow2", disk_format="qcow2",
+                serial_log="/a/serial.log", qmp_socket="/t/qmp.sock")
+    base.update(kw)
+    return QemuSpec(**base)
+
+
+def value_after(argv, flag, startswith):
+    for i, arg in enumerate(argv):
+        if arg == flag and argv[i + 1].startswith(startswith):
+            return argv[i + 1]
+    raise AssertionError(f"no {flag} {startswith}...")
+
+
+def test_keyval_doubles_commas_and_adds_no_quotes():
+    assert keyval("/a,b/c d.qcow2") == "/a,,b/c d.qcow2"
+
+
+def test_paths_with_commas_and_spaces():
+    argv = build_argv(spec(disk="/my disks/a,b.qcow2", serial_log="/x,y/serial.log"))
+    assert value_after(argv, "-drive", "file=") .startswith("file=/my disks/a,,b.qcow2,if=none")
+    assert value_after(argv, "-chardev", "file,") == "file,id=com1,path=/x,,y/serial.log"
+    assert '"' not in " ".join(argv) and "'" not in " ".join(argv)
+
+
+def test_devices_and_defaults():
+    argv = build_argv(spec())
+    assert argv[0] == "qemu-system-x86_64"
+    assert "virtio-blk-pci,drive=disk0,bootindex=0" in argv
+    assert "virtio-net-pci,netdev=net0" in argv
+    assert value_after(argv, "-netdev", "user") == "user,id=net0"
+    assert "-no-reboot" in argv and "-S" in argv
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-m") + 1] == "2048"
+
+
+def test_options_flow_through():
+    argv = build_argv(spec(accel="kvm", memory_mib=4096, smp=4, paused=False, panic_pause=True,
+                           fw_cfg=(("opt/aero/http_url", "http://10.0.2.2:1/p,q"),), extra=("-cpu", "host")))
+    assert "-S" not in argv
+    assert argv[argv.index("-accel") + 1] == "kvm"
+    assert argv[argv.index("-smp") + 1] == "4"
+    assert argv[argv.index("-action") + 1] == "panic=pause"
+    assert "name=opt/aero/http_url,string=http://10.0.2.2:1/p,,q" in argv
+    assert argv[-2:] == ["-cpu", "host"]
+
+
+def test_shell_line_round_trips():
+    argv = build_argv(spec(disk="/my disks/it's.qcow2"))
+    assert shlex.split(shell_line(argv)) == argv
