@@ -140,13 +140,33 @@ class PackageCache:
         return _run([_tool("dpkg-deb", "dpkg"), "-f", str(self.deb(package)), name]).strip()
 
 
-def kernel_package(cache: PackageCache) -> str:
-    """The versioned kernel package behind the linux-image-amd64 metapackage."""
-    depends = cache.field("linux-image-amd64", "Depends")
-    match = re.search(r"(linux-image-[0-9][^\s,(]*)", depends)
-    if not match:
-        raise BuildError(f"cannot find the kernel package in linux-image-amd64's Depends: {depends}")
-    return match.group(1)
+# Kernel metapackages: Debian's, then Ubuntu's (whose modules live in a
+# separate linux-modules-* package).
+KERNEL_METAPACKAGES = ("linux-image-amd64", "linux-image-virtual")
+
+
+def kernel_packages(cache: PackageCache) -> List[str]:
+    """The versioned kernel package(s) behind the distribution's kernel metapackage."""
+    errors = []
+    for meta in KERNEL_METAPACKAGES:
+        try:
+            depends = cache.field(meta, "Depends")
+        except BuildError as exc:
+            errors.append(str(exc).splitlines()[-1])
+            continue
+        match = re.search(r"(linux-image-(?:unsigned-)?[0-9][^\s,(]*)", depends)
+        if not match:
+            raise BuildError(f"cannot find the kernel package in {meta}'s Depends: {depends}")
+        image = match.group(1)
+        packages = [image]
+        modules = re.search(r"(linux-modules-[0-9][^\s,(]*)", cache.field(image, "Depends"))
+        if modules:
+            packages.append(modules.group(1))
+        return packages
+    raise BuildError(
+        f"no kernel package found ({', '.join(KERNEL_METAPACKAGES)}): {'; '.join(errors)}",
+        hint="run apt-get update, and check that the machine's apt sources are reachable",
+    )
 
 
 def module_depends(data: bytes) -> List[str]:
@@ -158,18 +178,25 @@ def module_depends(data: bytes) -> List[str]:
 
 
 def _module_bytes(path: Path) -> bytes:
+    """A module's ELF bytes; busybox insmod loads only uncompressed modules."""
     data = path.read_bytes()
     if path.name.endswith(".xz"):
         return lzma.decompress(data)
     if path.name.endswith(".zst"):
-        raise BuildError(f"{path.name}: zstd-compressed modules are not supported")
+        proc = subprocess.run([_tool("zstd", "zstd"), "-dc", str(path)], stdout=subprocess.PIPE, check=False)
+        if proc.returncode != 0:
+            raise BuildError(f"zstd could not decompress {path}")
+        return proc.stdout
     return data
 
 
-def resolve_modules(index: Dict[str, Path], wanted: Iterable[str]) -> List[str]:
-    """Module names in load order: every module after its dependencies."""
+def resolve_modules(index: Dict[str, Path], wanted: Iterable[str], builtin: Iterable[str] = ()) -> List[str]:
+    """Module names in load order: every module after its dependencies.
+
+    Modules built into the kernel (``builtin``) need no loading and are left out.
+    """
     order: List[str] = []
-    seen: set = set()
+    seen: set = set(builtin)
 
     def visit(name: str) -> None:
         if name in seen:
@@ -186,12 +213,24 @@ def resolve_modules(index: Dict[str, Path], wanted: Iterable[str]) -> List[str]:
     return order
 
 
-def module_index(modules_dir: Path) -> Dict[str, Path]:
+def module_index(modules_dirs: Iterable[Path]) -> Dict[str, Path]:
     index: Dict[str, Path] = {}
-    for path in modules_dir.rglob("*.ko*"):
-        name = path.name.split(".ko")[0].replace("-", "_")
-        index[name] = path
+    for modules_dir in modules_dirs:
+        for path in modules_dir.rglob("*.ko*"):
+            name = path.name.split(".ko")[0].replace("-", "_")
+            index[name] = path
     return index
+
+
+def builtin_modules(modules_dirs: Iterable[Path]) -> List[str]:
+    """Names in the kernel's modules.builtin lists (``kernel/fs/fat/vfat.ko``)."""
+    names = []
+    for modules_dir in modules_dirs:
+        for listing in modules_dir.glob("*/modules.builtin"):
+            for line in listing.read_text().splitlines():
+                if line.strip():
+                    names.append(Path(line.strip()).name.split(".ko")[0].replace("-", "_"))
+    return names
 
 
 class Cpio:
@@ -272,13 +311,14 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
         _tool(name, package)
     started = time.monotonic()
     cache = PackageCache(cache_dir)
-    kpkg = kernel_package(cache)
-    ktree = cache.tree(kpkg)
-    vmlinuz = sorted((ktree / "boot").glob("vmlinuz-*"))
+    kpkgs = kernel_packages(cache)
+    trees = [cache.tree(p) for p in kpkgs]
+    vmlinuz = sorted((trees[0] / "boot").glob("vmlinuz-*"))
     if not vmlinuz:
-        raise BuildError(f"no vmlinuz in {kpkg}")
-    index = module_index(ktree / "lib" / "modules")
-    order = resolve_modules(index, WANTED_MODULES)
+        raise BuildError(f"no vmlinuz in {kpkgs[0]}")
+    modules_dirs = [d for t in trees for d in (t / "lib" / "modules", t / "usr" / "lib" / "modules") if d.is_dir()]
+    index = module_index(modules_dirs)
+    order = resolve_modules(index, WANTED_MODULES, builtin_modules(modules_dirs))
     busybox = busybox_binary(cache)
     initrd = build_initramfs(index, order, busybox)
 
@@ -297,7 +337,7 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
         _run([_tool("qemu-img", "qemu-utils"), "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(tmp_out)])
         tmp_out.replace(out)
     manifest = {
-        "kernel_package": kpkg,
+        "kernel_package": " ".join(kpkgs),
         "kernel": vmlinuz[-1].name,
         "busybox": cache.deb("busybox-static").name,
         "modules": " ".join(order),
