@@ -72,7 +72,7 @@ def selftest(
     qemu_arg: Optional[List[str]] = None,
     artifacts: Optional[str] = None,
 ) -> None:
-    """Boot a guest under QEMU, serve its HTTP/UDP tests and judge its selftest (exit 0 PASS, 1 FAIL, 2 TIMEOUT, 3 QEMU exited)."""
+    """Boot a guest under QEMU, serve its tests and judge its selftest (exit 0 PASS, 1 FAIL, 2 TIMEOUT, 3 QEMU gone)."""
 
     def body() -> int:
         from harness.runner import run_selftest

@@ -82,7 +82,8 @@ def junit_xml(verdict: Verdict, tests: List[Marker], required: Iterable[str], se
     suite.set("skipped", str(skipped))
     root = ET.Element("testsuites")
     root.append(suite)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

@@ -53,7 +53,7 @@ class Request:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_HTTPServer"
+    server: _HTTPServer
     protocol_version = "HTTP/1.1"
     timeout = REQUEST_TIMEOUT
     server_version = "AeroVirtioHarness/1"
@@ -176,7 +176,7 @@ class HostServices:
         self._udp: Optional[_UDPServer] = None
         self._threads: List[threading.Thread] = []
 
-    def __enter__(self) -> "HostServices":
+    def __enter__(self) -> HostServices:
         try:
             try:
                 self._http = _HTTPServer(self.http_port, self.http_path)

@@ -113,7 +113,7 @@ def disk_info(qemu_img: str, path: Path) -> DiskInfo:
     try:
         proc = subprocess.run(
             [qemu_img, "info", "--output=json", "-U", str(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HostError(f"cannot run {qemu_img}: {exc}") from exc
@@ -163,7 +163,7 @@ class QemuProcess:
         self.qmp: Optional[QEMUMonitorProtocol] = None
         self._log_file: Optional[Any] = None
 
-    def __enter__(self) -> "QemuProcess":
+    def __enter__(self) -> QemuProcess:
         try:
             self.start()
         except BaseException:
@@ -280,7 +280,7 @@ class QemuProcess:
                 self._log_file = None
 
 
-def _wait(proc: "subprocess.Popen[bytes]", seconds: float) -> bool:
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     try:
         proc.wait(timeout=seconds)
         return True

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from harness import __version__
 from harness.artifacts import junit_xml, result_document, write_json
@@ -65,11 +65,11 @@ class RunOutcome:
         return self.verdict.code
 
 
-class _KvmFailed(Exception):
+class KvmBootError(Exception):
     """KVM chosen by --accel auto stopped the VM before the guest said anything."""
 
 
-def fw_cfg_hints(cfg: SelftestConfig) -> List[tuple]:
+def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     """Host settings offered to guests that read fw_cfg (the test guest does;
     a Windows guest has its own baked in and ignores these)."""
     return [
@@ -162,14 +162,14 @@ class Run:
             try:
                 try:
                     verdict = self._attempt(qemu, qemu_img, base, scratch, accel)
-                except _KvmFailed:
+                except KvmBootError:
                     self.console.info("KVM stopped the VM with an internal error at boot; running again under TCG")
                     self.notes.append("KVM failed at boot (internal-error); fell back to TCG")
                     os.replace(artifacts / "serial.log", artifacts / "serial-kvm-attempt.log")
                     self.tracker = Tracker(cfg.require_tests)
                     verdict = self._attempt(qemu, qemu_img, base, scratch, "tcg")
             except KeyboardInterrupt:
-                verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "the harness was interrupted (Ctrl-C or SIGTERM)")
+                verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C or SIGTERM")
             except HarnessError as exc:
                 verdict = Verdict(exc.exit_code, exc.token, exc.message)
                 raise
@@ -267,7 +267,7 @@ class Run:
                 state = vm.status()
                 if state in DEAD_STATES:
                     if state == "internal-error" and fallback_ok and self.tracker.last is None:
-                        raise _KvmFailed()
+                        raise KvmBootError()
                     token, what = DEAD_STATES[state]
                     self._consume(watcher)
                     return vm_gone_verdict(token, what, self.tracker)
@@ -312,7 +312,8 @@ class Run:
             },
         )
         write_json(artifacts / "result.json", document)
-        (artifacts / "junit.xml").write_bytes(junit_xml(verdict, tests, self.cfg.require_tests, self.timings.get("verdict") or 0.0))
+        seconds = self.timings.get("verdict") or 0.0
+        (artifacts / "junit.xml").write_bytes(junit_xml(verdict, tests, self.cfg.require_tests, seconds))
 
 
 def run_selftest(cfg: SelftestConfig, console: Console) -> RunOutcome:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 from harness.errors import HarnessError, UsageError
 
@@ -196,7 +196,7 @@ def resolve_modules(index: Dict[str, Path], wanted: Iterable[str], builtin: Iter
     Modules built into the kernel (``builtin``) need no loading and are left out.
     """
     order: List[str] = []
-    seen: set = set(builtin)
+    seen: Set[str] = set(builtin)
 
     def visit(name: str) -> None:
         if name in seen:

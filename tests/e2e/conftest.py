@@ -106,10 +106,10 @@ class HarnessRun:
     def finish(self, timeout: float = 300) -> Finished:
         try:
             out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             os.killpg(self.proc.pid, signal.SIGKILL)
             out, err = self.proc.communicate()
-            raise AssertionError(f"harness did not finish in {timeout} s:\n{out}\n{err}")
+            raise AssertionError(f"harness did not finish in {timeout} s:\n{out}\n{err}") from exc
         return Finished(self.proc.returncode, out, err, time.monotonic() - self.started, self.artifacts)
 
 
