@@ -7,14 +7,11 @@ environment variables), then from the harness defaults.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from invoke import Collection, Context, Exit, task
 
-from harness.cli import SELFTEST_HELP, guarded
-from harness.config import SelftestConfig, default_artifacts
-from harness.console import Console
+from harness.cli import REMOTE_HELP, SELFTEST_HELP
 from harness.verdict import DEFAULT_REQUIRED
 
 # Every selftest setting with its default; Invoke reads invoke.yaml and
@@ -47,8 +44,32 @@ def _setting(c: Context, name: str, given: Any, flag_default: Any = None) -> Any
     return c.config.selftest.get(name, SELFTEST_DEFAULTS[name])
 
 
-def _run(body: Any) -> None:
-    code = guarded(body, Console())
+def _selftest_argv(c: Context, given: Dict[str, Any]) -> List[str]:
+    """The harness command line for these task arguments and Invoke's configuration."""
+    argv: List[str] = []
+    for name in ("disk", "qemu_system", "timeout", "http_port", "udp_port", "http_path", "memory", "smp", "accel",
+                 "artifacts"):
+        value = _setting(c, name, given[name])
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    if not _setting(c, "snapshot", given["snapshot"], True):
+        argv.append("--no-snapshot")
+    for flag in ("follow_serial", "dry_run"):
+        if _setting(c, flag, given[flag], False):
+            argv.append(f"--{flag.replace('_', '-')}")
+    required = given["require_test"] or None
+    if required is not None or c.config.selftest.get("require_test") != SELFTEST_DEFAULTS["require_test"]:
+        for name in _setting(c, "require_test", required):
+            argv += ["--require-test", str(name)]
+    for arg in _setting(c, "qemu_arg", given["qemu_arg"] or None):
+        argv.append(f"--qemu-arg={arg}")
+    return argv
+
+
+def _main(argv: List[str]) -> None:
+    from harness.cli import main
+
+    code = main(argv)
     if code:
         raise Exit(code=code)
 
@@ -73,43 +94,57 @@ def selftest(
     artifacts: Optional[str] = None,
 ) -> None:
     """Boot a guest under QEMU, serve its tests and judge its selftest (exit 0 PASS, 1 FAIL, 2 TIMEOUT, 3 QEMU gone)."""
+    _main(["selftest", *_selftest_argv(c, locals())])
 
-    def body() -> int:
-        from harness.runner import run_selftest
 
-        disk_value = _setting(c, "disk", disk)
-        artifacts_value = _setting(c, "artifacts", artifacts)
-        cfg = SelftestConfig(
-            disk=Path(disk_value) if disk_value else None,
-            qemu_system=str(_setting(c, "qemu_system", qemu_system)),
-            timeout=float(_setting(c, "timeout", timeout)),
-            http_port=int(_setting(c, "http_port", http_port)),
-            udp_port=int(_setting(c, "udp_port", udp_port)),
-            http_path=str(_setting(c, "http_path", http_path)),
-            memory=int(_setting(c, "memory", memory)),
-            smp=int(_setting(c, "smp", smp)),
-            accel=str(_setting(c, "accel", accel)),
-            snapshot=bool(_setting(c, "snapshot", snapshot, True)),
-            follow_serial=bool(_setting(c, "follow_serial", follow_serial, False)),
-            dry_run=bool(_setting(c, "dry_run", dry_run, False)),
-            require_tests=tuple(_setting(c, "require_test", require_test or None)),
-            qemu_args=tuple(_setting(c, "qemu_arg", qemu_arg or None)),
-            artifacts=Path(artifacts_value) if artifacts_value else default_artifacts(),
-        )
-        return int(run_selftest(cfg, Console()).exit_code)
+REMOTE_TASK_HELP = dict(HELP, **{name.replace("-", "_"): text for name, text in REMOTE_HELP.items()})
 
-    _run(body)
+
+@task(help=REMOTE_TASK_HELP, iterable=["host", "require_test", "qemu_arg"], auto_shortflags=False)
+def remote_selftest(
+    c: Context,
+    host: Optional[List[str]] = None,
+    remote_disk: Optional[str] = None,
+    accept_new_host_key: bool = False,
+    ssh_config: Optional[str] = None,
+    remote_python: Optional[str] = None,
+    disk: Optional[str] = None,
+    qemu_system: Optional[str] = None,
+    timeout: Optional[float] = None,
+    http_port: Optional[int] = None,
+    udp_port: Optional[int] = None,
+    http_path: Optional[str] = None,
+    memory: Optional[int] = None,
+    smp: Optional[int] = None,
+    accel: Optional[str] = None,
+    snapshot: bool = True,
+    follow_serial: bool = False,
+    dry_run: bool = False,
+    require_test: Optional[List[str]] = None,
+    qemu_arg: Optional[List[str]] = None,
+    artifacts: Optional[str] = None,
+) -> None:
+    """Run the same selftest on remote KVM hosts over SSH; artifacts land in <artifacts>/<host>/."""
+    given = locals()
+    argv = ["remote-selftest", *_selftest_argv(c, given)]
+    for name in host or []:
+        argv += ["--host", name]
+    if remote_disk:
+        argv += ["--remote-disk", remote_disk]
+    if accept_new_host_key:
+        argv.append("--accept-new-host-key")
+    if ssh_config:
+        argv += ["--ssh-config", ssh_config]
+    if remote_python:
+        argv += ["--remote-python", remote_python]
+    _main(argv)
 
 
 @task(help={"out": "where to write the image (default: build/test-guest.qcow2)"}, auto_shortflags=False)
 def build_test_guest(c: Context, out: Optional[str] = None) -> None:
     """Build the Linux test guest from Debian packages and print its path."""
-    import argparse
-
-    from harness.cli import cmd_build_test_guest
-
-    _run(lambda: cmd_build_test_guest(argparse.Namespace(out=Path(out) if out else None), Console()))
+    _main(["build-test-guest", *(["--out", out] if out else [])])
 
 
-ns = Collection(selftest, build_test_guest)
+ns = Collection(selftest, remote_selftest, build_test_guest)
 ns.configure({"selftest": SELFTEST_DEFAULTS})

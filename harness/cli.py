@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Callable, List, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, NoReturn, Optional, Sequence
 
 from harness import __version__
-from harness.config import ACCELS, DEFAULT_HTTP_PATH, SelftestConfig, default_artifacts
+from harness.config import ACCELS, DEFAULT_HTTP_PATH, SelftestConfig, check_disk, default_artifacts
 from harness.console import Console
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 from harness.exitcodes import ExitCode
 from harness.verdict import DEFAULT_REQUIRED
+
+if TYPE_CHECKING:
+    from harness.remote import RemoteOptions
 
 log = logging.getLogger("harness")
 
@@ -64,6 +70,32 @@ def add_selftest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", type=Path, help=h["artifacts"])
 
 
+def add_session_guards(parser: argparse.ArgumentParser) -> None:
+    """Options remote-selftest gives the remote run: it ends with its SSH session."""
+    parser.add_argument("--exit-on-stdin-eof", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--session-deadline", type=float, help=argparse.SUPPRESS)
+
+
+def passthrough_args(args: argparse.Namespace) -> List[str]:
+    """The selftest options of a parsed command line, as arguments for a remote run.
+
+    --disk, --artifacts and --qemu-system are handled by remote-selftest itself.
+    """
+    out = [
+        "--timeout", f"{args.timeout:g}", "--http-port", str(args.http_port), "--udp-port", str(args.udp_port),
+        "--http-path", args.http_path, "--memory", str(args.memory), "--smp", str(args.smp), "--accel", args.accel,
+    ]
+    if args.follow_serial:
+        out.append("--follow-serial")
+    if args.dry_run:
+        out.append("--dry-run")
+    for name in args.require_test or []:
+        out += ["--require-test", name]
+    for arg in args.qemu_arg:
+        out.append(f"--qemu-arg={arg}")
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> SelftestConfig:
     return SelftestConfig(
         disk=args.disk,
@@ -92,6 +124,29 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
 
+REMOTE_HELP = {
+    "host": "an SSH host (a name from ~/.ssh/config, or user@host:port); repeatable: hosts run in parallel",
+    "disk": "a local disk image, uploaded unless the host already has the same content (default: the test guest)",
+    "remote-disk": "a disk image already on the host (never written: runs use an overlay)",
+    "artifacts": "local folder; each host's artifacts land in <artifacts>/<host>/ (default: artifacts/remote-<time>)",
+    "accept-new-host-key": "accept and record the key of a host not yet in known_hosts (default: refuse)",
+    "ssh-config": "ssh_config file to resolve hosts with (default: ~/.ssh/config, as Fabric does)",
+    "remote-python": "Python 3.9+ on the host (default: python3)",
+}
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    add_selftest_arguments(parser)
+    for action in parser._actions:
+        if action.dest in ("disk", "artifacts"):
+            action.help = REMOTE_HELP[action.dest]
+    parser.add_argument("--host", action="append", required=True, help=REMOTE_HELP["host"])
+    parser.add_argument("--remote-disk", help=REMOTE_HELP["remote-disk"])
+    parser.add_argument("--accept-new-host-key", action="store_true", help=REMOTE_HELP["accept-new-host-key"])
+    parser.add_argument("--ssh-config", type=Path, help=REMOTE_HELP["ssh-config"])
+    parser.add_argument("--remote-python", default="python3", help=REMOTE_HELP["remote-python"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="python -m harness", description="Host side of the Aero virtio selftest.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -99,15 +154,82 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
     selftest = sub.add_parser("selftest", help="boot a guest under QEMU and judge its selftest")
     add_selftest_arguments(selftest)
+    add_session_guards(selftest)
+    remote = sub.add_parser("remote-selftest", help="the same selftest on remote KVM hosts over SSH")
+    add_remote_arguments(remote)
     build = sub.add_parser("build-test-guest", help="build the Linux test guest image")
     build.add_argument("--out", type=Path, help="where to write it (default: build/test-guest.qcow2)")
     return parser
 
 
+def _guard_session(args: argparse.Namespace) -> None:
+    """End this run (as if by SIGTERM) when its SSH session closes or its deadline passes."""
+    pid = os.getpid()
+    if args.exit_on_stdin_eof:
+
+        def watch_stdin() -> None:
+            try:
+                while sys.stdin.buffer.read(4096):
+                    pass
+            except (OSError, ValueError):
+                pass
+            os.kill(pid, signal.SIGTERM)
+
+        threading.Thread(target=watch_stdin, name="aero-stdin-eof", daemon=True).start()
+    if args.session_deadline:
+        timer = threading.Timer(args.session_deadline, os.kill, (pid, signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+
+
 def cmd_selftest(args: argparse.Namespace, console: Console) -> int:
     from harness.runner import run_selftest
 
+    _guard_session(args)
     return int(run_selftest(config_from_args(args), console).exit_code)
+
+
+def remote_options(args: argparse.Namespace) -> RemoteOptions:
+    from harness.remote import RemoteOptions
+
+    if not args.snapshot:
+        raise UsageError("--no-snapshot is not allowed with remote-selftest: the remote base image is never written")
+    if args.disk is not None and args.remote_disk is not None:
+        raise UsageError("give --disk (a local image to upload) or --remote-disk (one on the host), not both")
+    disk = args.disk
+    if disk is None and args.remote_disk is None:
+        try:
+            from images import testguest
+        except ImportError as exc:
+            raise UsageError("no --disk or --remote-disk given, and the test guest builder is not here") from exc
+        disk = testguest.ensure()
+    if disk is not None:
+        check_disk(disk)
+    config_from_args(args).validate()
+    return RemoteOptions(
+        hosts=tuple(args.host),
+        selftest_args=tuple(passthrough_args(args)),
+        disk=disk,
+        remote_disk=args.remote_disk,
+        artifacts=args.artifacts or Path("artifacts") / time.strftime("remote-%Y%m%d-%H%M%S"),
+        timeout=args.timeout,
+        qemu_system=args.qemu_system,
+        ssh_config=args.ssh_config,
+        accept_new_host_key=args.accept_new_host_key,
+        remote_python=args.remote_python,
+    )
+
+
+def cmd_remote_selftest(args: argparse.Namespace, console: Console) -> int:
+    from harness.remote import run_remote, summary_table, worst
+
+    opts = remote_options(args)
+    outcomes = run_remote(opts, console.out, console.err)
+    if len(outcomes) > 1:
+        console.info("")
+        console.info(summary_table(outcomes))
+    console.info(f"artifacts: {opts.artifacts.resolve()}/<host>/")
+    return worst([o.code for o in outcomes])
 
 
 def cmd_build_test_guest(args: argparse.Namespace, console: Console) -> int:
@@ -159,7 +281,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)
     console = Console()
-    commands = {"selftest": cmd_selftest, "build-test-guest": cmd_build_test_guest}
+    commands = {
+        "selftest": cmd_selftest,
+        "remote-selftest": cmd_remote_selftest,
+        "build-test-guest": cmd_build_test_guest,
+    }
     return guarded(lambda: commands[args.command](args, console), console)
 
 

@@ -16,4 +16,10 @@ class ExitCode(enum.IntEnum):
     QEMU_EXITED = 3  # QEMU exited or the VM died before a verdict
     USAGE = 4  # bad input: missing disk, bad values
     HOST_ERROR = 5  # the host cannot run it: QEMU missing, port busy
+    # remote-selftest only: the SSH side, never confused with a guest's verdict
+    SSH_UNREACHABLE = 10  # no TCP/SSH connection: refused, timed out, unknown name
+    SSH_AUTH_FAILED = 11  # the server refused every key
+    SSH_HOST_KEY = 12  # unknown host key (not accepted) or a changed one
+    REMOTE_MISSING = 13  # the host lacks Python 3.9+ or QEMU
+    REMOTE_ERROR = 14  # another failure on the host: upload, install, fetching artifacts
     INTERRUPTED = 130  # Ctrl-C or SIGTERM

@@ -17,6 +17,8 @@ from typing import List, Optional
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The QEMU under test: the nox qemuN sessions set this; else the one on PATH.
+QEMU = os.environ.get("AERO_TEST_QEMU", "qemu-system-x86_64")
 
 
 def pytest_collection_modifyitems(items):
@@ -27,8 +29,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def guest_image() -> Path:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.fail("qemu-system-x86_64 is not installed: the end-to-end tests need it (bash .ci/setup)")
+    if shutil.which(QEMU) is None:
+        pytest.fail(f"{QEMU} is not installed: the end-to-end tests need it (bash .ci/setup)")
     sys.path.insert(0, str(ROOT))
     from images import testguest
 
@@ -85,7 +87,7 @@ class HarnessRun:
         self.artifacts = artifacts
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "selftest", "--artifacts", str(artifacts), *args],
+            [sys.executable, "-m", "harness", "selftest", "--qemu-system", QEMU, "--artifacts", str(artifacts), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
 

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from harness.hostsvc import HostServices
+from tests.e2e.conftest import QEMU
 
 EXPECTED_PASS = [
     b"AERO_VIRTIO_SELFTEST|START|version=1\r\n",
@@ -25,7 +26,7 @@ EXPECTED_PASS = [
 def boot(guest_image, tmp_path, scenario):
     serial = tmp_path / "serial.log"
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
+        QEMU, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
         "-drive", f"file={guest_image},if=none,id=d0,format=qcow2,snapshot=on",
         "-device", "virtio-blk-pci,drive=d0",
         "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",

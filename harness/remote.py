@@ -1,0 +1,456 @@
+"""``remote-selftest``: the same selftest run on remote KVM hosts over SSH (Fabric).
+
+For each host: connect (host keys checked against known_hosts; a new key is
+accepted only when asked), check Python and QEMU there, ship the harness as
+wheels unpacked into a per-version folder, upload the disk unless the host
+already has the same content (by SHA-256), run ``python3 -m harness selftest``
+with its output streamed live, fetch the artifacts into
+``<artifacts>/<host>/`` and remove the remote scratch. The remote harness
+ends itself when the SSH session goes away (its stdin closes) and at its own
+deadline, so a Ctrl-C or a dropped connection never leaves QEMU running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+
+from harness import __version__
+from harness.errors import HarnessError, UsageError
+from harness.exitcodes import ExitCode
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REMOTE_HOME = ".cache/aero-virtio-harness"  # relative to the remote user's home
+WHEEL_CACHE = REPO_ROOT / "build" / "wheels"
+QMP_REQUIREMENT = "qemu.qmp==0.0.6"
+# The remote run's own deadline beyond the guest timeout: boot, probes, upload of artifacts.
+SESSION_MARGIN = 600.0
+
+
+class SSHUnreachableError(HarnessError):
+    exit_code = ExitCode.SSH_UNREACHABLE
+    token = "SSH_UNREACHABLE"
+
+
+class SSHAuthError(HarnessError):
+    exit_code = ExitCode.SSH_AUTH_FAILED
+    token = "SSH_AUTH_FAILED"
+
+
+class SSHHostKeyError(HarnessError):
+    exit_code = ExitCode.SSH_HOST_KEY
+    token = "SSH_HOST_KEY"
+
+
+class RemoteMissingError(HarnessError):
+    exit_code = ExitCode.REMOTE_MISSING
+    token = "REMOTE_MISSING"
+
+
+class RemoteError(HarnessError):
+    exit_code = ExitCode.REMOTE_ERROR
+    token = "REMOTE_ERROR"
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    hosts: Tuple[str, ...]
+    selftest_args: Tuple[str, ...]  # passed to the remote ``harness selftest``, without --disk/--artifacts
+    disk: Optional[Path]
+    remote_disk: Optional[str]
+    artifacts: Path
+    timeout: float
+    qemu_system: str = "qemu-system-x86_64"
+    ssh_config: Optional[Path] = None
+    accept_new_host_key: bool = False
+    remote_python: str = "python3"
+    connect_timeout: float = 15.0
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    host: str
+    code: int
+    verdict: str
+    seconds: float
+    artifacts: Optional[Path]
+
+
+# --- output -----------------------------------------------------------------
+
+
+class PrefixWriter:
+    """A text stream that puts ``[host] `` before every line (for several hosts)."""
+
+    def __init__(self, target: IO[str], prefix: str, lock: threading.Lock) -> None:
+        self.target = target
+        self.prefix = prefix
+        self.lock = lock
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        if not self.prefix:
+            with self.lock:
+                self.target.write(text)
+            return len(text)
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start:
+                out.append(self.prefix)
+            out.append(piece)
+            self._at_line_start = piece.endswith("\n")
+        with self.lock:
+            self.target.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.target.flush()
+
+
+# --- the harness shipped as wheels ------------------------------------------
+
+
+def _source_digest() -> str:
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted((REPO_ROOT / "harness").glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update((REPO_ROOT / "pyproject.toml").read_bytes())
+    h.update(QMP_REQUIREMENT.encode())
+    return h.hexdigest()[:16]
+
+
+def build_wheels() -> Tuple[str, List[Path]]:
+    """The harness and qemu.qmp as wheels, built once per harness source digest."""
+    digest = _source_digest()
+    folder = WHEEL_CACHE / digest
+    done = folder / ".complete"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+        for argv in (
+            [*pip, "wheel", "--no-deps", "-w", str(folder), str(REPO_ROOT)],
+            [*pip, "download", "--no-deps", "--only-binary=:all:", "-d", str(folder), QMP_REQUIREMENT],
+        ):
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise HarnessError(f"cannot build the harness wheels: {' '.join(argv)}\n{proc.stderr.strip()[-800:]}")
+        done.touch()
+    return digest, sorted(folder.glob("*.whl"))
+
+
+# --- disks ------------------------------------------------------------------
+
+
+def file_sha256(path: Path, cache_file: Path = REPO_ROOT / "build" / "disk-hashes.json") -> str:
+    """SHA-256 of a (large) disk image, remembered by path, size and mtime."""
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        cache: Dict[str, str] = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(4 << 20), b""):
+            h.update(block)
+    cache[key] = h.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(cache, indent=1))
+    except OSError:
+        pass
+    return cache[key]
+
+
+class Progress:
+    """A progress line for big uploads, at most a few updates a second."""
+
+    def __init__(self, label: str, out: IO[str], total: int) -> None:
+        self.label = label
+        self.out = out
+        self.total = total
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.live = out.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < (0.25 if self.live else 10.0) and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-6) / 2**20
+        text = f"{self.label}: {done / 2**20:.0f}/{total / 2**20:.0f} MiB ({rate:.0f} MiB/s)"
+        self.out.write(("\r\x1b[K" + text) if self.live else text + "\n")
+        if self.live and done >= total:
+            self.out.write("\n")
+        self.out.flush()
+
+
+# --- SSH --------------------------------------------------------------------
+
+
+def _known_hosts_file(conn: Any) -> Path:
+    value = conn.ssh_config.get("userknownhostsfile")
+    if value:
+        first = value.split()[0] if isinstance(value, str) else value[0]
+        return Path(os.path.expanduser(first))
+    return Path(os.path.expanduser("~/.ssh/known_hosts"))
+
+
+def open_connection(host: str, opts: RemoteOptions) -> Any:
+    """A connected Fabric Connection, host key checked; errors mapped to our kinds."""
+    import paramiko
+    from fabric import Config, Connection
+
+    overrides: Dict[str, Any] = {"load_ssh_configs": True}
+    if opts.ssh_config is not None:
+        if not opts.ssh_config.is_file():
+            raise UsageError(f"--ssh-config {opts.ssh_config} is not a file")
+        overrides["ssh_config_path"] = str(opts.ssh_config)
+    config = Config(overrides=overrides)
+    conn = Connection(
+        host,
+        config=config,
+        connect_timeout=int(opts.connect_timeout),
+        connect_kwargs={"allow_agent": True, "look_for_keys": True, "banner_timeout": opts.connect_timeout},
+    )
+    known_hosts = _known_hosts_file(conn)
+    client = conn.client
+    if known_hosts.exists():
+        client.load_host_keys(str(known_hosts))
+
+    class CheckedPolicy(paramiko.MissingHostKeyPolicy):
+        """Fabric would add an unknown key silently; we refuse it unless asked."""
+
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            fingerprint = hashlib.sha256(key.asbytes()).hexdigest()[:32]
+            if not opts.accept_new_host_key:
+                raise SSHHostKeyError(
+                    f"{host}: the host key of {hostname} ({key.get_name()}, sha256 {fingerprint}...) is not in "
+                    f"{known_hosts}",
+                    hint="check the key with the host's administrator, then run again with --accept-new-host-key "
+                    "(or add it to known_hosts yourself)",
+                )
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(known_hosts, "a") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            log.warning("added the host key of %s (%s) to %s", hostname, key.get_name(), known_hosts)
+
+    client.set_missing_host_key_policy(CheckedPolicy())
+    target = f"{conn.user}@{conn.host}:{conn.port}"
+    try:
+        conn.open()
+    except HarnessError:
+        raise
+    except paramiko.BadHostKeyException as exc:
+        raise SSHHostKeyError(
+            f"{host}: the host key of {target} has CHANGED since it was recorded in {known_hosts}",
+            hint="this can be an attack; if the host was reinstalled, remove its old line from known_hosts",
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        raise SSHAuthError(
+            f"{host}: {target} refused our keys ({exc})",
+            hint="check IdentityFile in ssh_config, ssh-agent, and the host's authorized_keys; "
+            "passwords are never prompted for",
+        ) from exc
+    except socket.gaierror as exc:
+        raise SSHUnreachableError(f"{host}: cannot resolve {conn.host}: {exc.strerror}") from exc
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise SSHUnreachableError(
+            f"{host}: cannot connect to {target}: {exc}", hint="is the host up and sshd listening on that port?"
+        ) from exc
+    return conn
+
+
+def _run(conn: Any, command: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("hide", True)
+    kwargs.setdefault("warn", True)
+    kwargs.setdefault("in_stream", False)
+    return conn.run(command, **kwargs)
+
+
+def check_host(conn: Any, host: str, opts: RemoteOptions) -> str:
+    """The remote home folder; RemoteMissingError when Python 3.9+ or QEMU is not there."""
+    py = shlex.quote(opts.remote_python)
+    probe = _run(conn, f"{py} -c 'import sys, os; print(sys.version_info >= (3, 9)); print(os.path.expanduser(\"~\"))'")
+    lines = probe.stdout.split()
+    if probe.exited != 0 or not lines or lines[0] != "True":
+        raise RemoteMissingError(
+            f"{host}: no Python 3.9 or newer as {opts.remote_python!r} on the host",
+            hint="install python3 there (apt-get install python3), or name it with --remote-python",
+        )
+    qemu = _run(conn, f"command -v {shlex.quote(opts.qemu_system)}")
+    if qemu.exited != 0:
+        raise RemoteMissingError(
+            f"{host}: {opts.qemu_system} is not installed on the host",
+            hint="apt-get install qemu-system-x86 qemu-utils there, or name a binary with --qemu-system",
+        )
+    return str(lines[1])
+
+
+def install_harness(conn: Any, home: str, host: str, opts: RemoteOptions) -> str:
+    """Unpack the wheels into a per-version folder on the host (once); return its path."""
+    digest, wheels = build_wheels()
+    site = f"{home}/{REMOTE_HOME}/harness-{digest}"
+    if _run(conn, f"test -f {shlex.quote(site)}/.complete").exited == 0:
+        return site
+    staging = f"{site}.partial-{uuid.uuid4().hex[:8]}"
+    _check(_run(conn, f"mkdir -p {shlex.quote(staging)}"), host, "create the harness folder")
+    sftp = conn.sftp()
+    for wheel in wheels:
+        sftp.put(str(wheel), f"{staging}/{wheel.name}")
+    unpack = (
+        "import glob, sys, zipfile\n"
+        "for w in glob.glob(sys.argv[1] + '/*.whl'):\n"
+        "    zipfile.ZipFile(w).extractall(sys.argv[1])\n"
+    )
+    script = (
+        f"{shlex.quote(opts.remote_python)} -c {shlex.quote(unpack)} {shlex.quote(staging)} && "
+        f"rm -f {shlex.quote(staging)}/*.whl && touch {shlex.quote(staging)}/.complete && "
+        f"rm -rf {shlex.quote(site)} && mv {shlex.quote(staging)} {shlex.quote(site)}"
+    )
+    _check(_run(conn, script), host, "unpack the harness")
+    return site
+
+
+def _check(result: Any, host: str, what: str) -> None:
+    if result.exited != 0:
+        raise RemoteError(f"{host}: cannot {what}: {(result.stderr or result.stdout).strip()[-500:]}")
+
+
+def upload_disk(conn: Any, home: str, host: str, disk: Path, out: IO[str]) -> str:
+    """The disk's path on the host, uploaded only when the host lacks this content."""
+    digest = file_sha256(disk)
+    size = disk.stat().st_size
+    folder = f"{home}/{REMOTE_HOME}/disks"
+    target = f"{folder}/{digest}{''.join(disk.suffixes[-1:]) or '.img'}"
+    sftp = conn.sftp()
+    try:
+        if sftp.stat(target).st_size == size:
+            out.write(f"{host}: {disk.name} is already on the host (sha256 {digest[:12]}...), not uploading\n")
+            return target
+    except OSError:
+        pass
+    _check(_run(conn, f"mkdir -p {shlex.quote(folder)}"), host, "create the disk folder")
+    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        sftp.put(str(disk), partial, callback=Progress(f"{host}: uploading {disk.name}", out, size))
+        sftp.posix_rename(partial, target)
+    except (OSError, EOFError) as exc:
+        _run(conn, f"rm -f {shlex.quote(partial)}")
+        raise RemoteError(f"{host}: uploading {disk} failed: {exc}") from exc
+    return target
+
+
+def fetch_artifacts(conn: Any, remote_dir: str, local_dir: Path) -> None:
+    sftp = conn.sftp()
+    local_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        names = sftp.listdir(remote_dir)
+    except OSError:
+        return
+    for name in names:
+        sftp.get(f"{remote_dir}/{name}", str(local_dir / name))
+
+
+def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str]) -> HostOutcome:
+    started = time.monotonic()
+    local = opts.artifacts / host
+    conn = open_connection(host, opts)
+    with conn:
+        home = check_host(conn, host, opts)
+        site = install_harness(conn, home, host, opts)
+        if opts.remote_disk:
+            disk = opts.remote_disk
+            if _run(conn, f"test -f {shlex.quote(disk)} && test -r {shlex.quote(disk)}").exited != 0:
+                raise UsageError(f"{host}: --remote-disk {disk} is not a readable file on the host")
+        else:
+            assert opts.disk is not None
+            disk = upload_disk(conn, home, host, opts.disk, err)
+        run_dir = f"{home}/{REMOTE_HOME}/runs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        remote_artifacts = f"{run_dir}/artifacts"
+        argv = [
+            opts.remote_python, "-m", "harness", "selftest", "--disk", disk, "--artifacts", remote_artifacts,
+            "--exit-on-stdin-eof", "--session-deadline", f"{opts.timeout + SESSION_MARGIN:g}",
+            "--qemu-system", opts.qemu_system, *opts.selftest_args,
+        ]
+        command = (
+            f"mkdir -p {shlex.quote(run_dir)} && cd {shlex.quote(run_dir)} && "
+            f"PYTHONPATH={shlex.quote(site)} exec {' '.join(shlex.quote(a) for a in argv)}"
+        )
+        # Stale runs (their session died before cleanup) are pruned after a day.
+        _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
+             "-exec rm -rf {} + 2>/dev/null; true")
+        try:
+            result = conn.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
+                              in_stream=False)
+            code = int(result.exited)
+            fetch_artifacts(conn, remote_artifacts, local)
+        finally:
+            _run(conn, f"rm -rf {shlex.quote(run_dir)}")
+    verdict = "?"
+    try:
+        verdict = json.loads((local / "result.json").read_text()).get("token", "?")
+    except (OSError, ValueError):
+        pass
+    return HostOutcome(host, code, verdict, time.monotonic() - started, local)
+
+
+def run_remote(opts: RemoteOptions, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> List[HostOutcome]:
+    """Run on every host (in parallel when several); outcomes in the order of ``opts.hosts``."""
+    if opts.disk is not None and not opts.disk.is_file():
+        raise UsageError(f"--disk {opts.disk} does not exist or is not a file")
+    lock = threading.Lock()
+    several = len(opts.hosts) > 1
+
+    def one(host: str) -> HostOutcome:
+        prefix = f"[{host}] " if several else ""
+        o = PrefixWriter(out, prefix, lock)
+        e = PrefixWriter(err, prefix, lock)
+        started = time.monotonic()
+        try:
+            return run_on_host(host, opts, o, e)  # type: ignore[arg-type]
+        except HarnessError as exc:
+            if not several:
+                raise
+            e.write(f"FAIL: {exc.token}: {exc}\n")
+            return HostOutcome(host, int(exc.exit_code), exc.token, time.monotonic() - started, None)
+
+    if not several:
+        return [one(opts.hosts[0])]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(opts.hosts)) as pool:
+        return list(pool.map(one, opts.hosts))
+
+
+def summary_table(outcomes: Sequence[HostOutcome]) -> str:
+    rows = [("host", "exit", "verdict", "time")]
+    rows += [(o.host, str(o.code), o.verdict, f"{o.seconds:.1f}s") for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def worst(codes: Sequence[int]) -> int:
+    """The exit code of several hosts: the highest one (0 only when every host passed)."""
+    return max(codes) if codes else int(ExitCode.HOST_ERROR)
+
+

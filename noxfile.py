@@ -1,0 +1,98 @@
+"""Nox sessions: the end-to-end suite per QEMU major version, tests per Python, lint, typecheck.
+
+    nox -l                  # list them
+    nox -s qemu10           # the end-to-end suite on QEMU 10.x, exactly
+    nox -s tests-3.9        # the tests on one Python
+
+A ``qemuN`` session is skipped when no QEMU N can be found or fetched (the
+message says how to supply one); under ``CI=true`` or ``AERO_REQUIRE_QEMU=1``
+it fails instead, so a CI run can never pass by skipping everything.
+Where QEMU N comes from: harness/qemu_builds.py and the README.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from harness import qemu_builds  # noqa: E402  (stdlib only, importable before any venv)
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+QEMU_MAJORS = [7, 8, 9, 10]
+QEMU_CACHE = ROOT / ".nox" / "qemu-builds"
+
+nox.options.sessions = ["lint", "typecheck", "tests", "qemu7", "qemu10"]
+
+
+def _expose_pyenv_interpreters() -> None:
+    """pyenv's shims run only the selected version; put every installed 3.x on PATH for nox to find."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    if not root.is_dir():
+        return
+    extra = []
+    for minor in PYTHONS:
+        found = sorted(root.glob(f"{minor}.*/bin/python{minor}"), key=lambda p: [int(x) for x in
+                       p.parts[-3].split(".") if x.isdigit()])
+        if found:
+            extra.append(str(found[-1].parent))
+    os.environ["PATH"] = os.pathsep.join([*extra, os.environ.get("PATH", "")])
+
+
+_expose_pyenv_interpreters()
+
+
+def _must_not_skip() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("AERO_REQUIRE_QEMU") == "1"
+
+
+def _qemu_session(major: int):  # type: ignore[no-untyped-def]
+    def session_body(session: nox.Session) -> None:
+        try:
+            build = qemu_builds.find(major, QEMU_CACHE)
+        except qemu_builds.QemuBuildError as exc:
+            if _must_not_skip():
+                session.error(f"QEMU {major}: {exc}")
+            session.skip(f"QEMU {major}: {exc}")
+        session.log(f"QEMU {build.version} ({build.origin}): {build.binary}")
+        if build.major != major:
+            session.error(f"{build.binary} is QEMU {build.version}, not {major}.x")
+        session.install("-r", "requirements-test.txt")
+        session.run(
+            "python", "-m", "pytest", "-ra", "tests/e2e", *session.posargs,
+            env={"AERO_TEST_QEMU": build.binary},
+        )
+
+    session_body.__doc__ = f"The end-to-end selftest suite on the test guest, on QEMU {major}.x exactly."
+    return session_body
+
+
+for _major in QEMU_MAJORS:
+    nox.session(name=f"qemu{_major}", reuse_venv=True)(_qemu_session(_major))
+
+
+@nox.session(python=PYTHONS, reuse_venv=True)
+def tests(session: nox.Session) -> None:
+    """Unit tests and one live PASS run, on each supported Python."""
+    session.install("-r", "requirements-test.txt")
+    session.run("python", "-m", "pytest", "-ra", "-m", "not e2e", *session.posargs)
+    session.run("python", "-m", "pytest", "-ra", "tests/e2e/test_selftest.py::test_pass_with_defaults")
+
+
+@nox.session(reuse_venv=True)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(reuse_venv=True)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on harness/ (settings in pyproject.toml)."""
+    session.install("mypy==2.4.1", "qemu.qmp==0.0.6", "nox==2026.10.20")
+    session.run("mypy")

@@ -1,0 +1,176 @@
+"""``remote-selftest`` against real OpenSSH servers with throw-away keys.
+
+The "remote hosts" are this machine reached over SSH: one sshd on 127.0.0.1,
+and for the parallel run two test hosts in network namespaces (each with its
+own loopback, so each remote harness serves 18080 to its own guest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import QEMU, ROOT, qemu_pids, scenario, sha256
+from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns, free_port, keygen
+
+TCG = ["--accel", "tcg"]
+
+
+def remote(world: SSHWorld, *args: str, artifacts: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
+            "--qemu-system", QEMU, "--artifacts", str(artifacts), *args]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return SSHWorld(tmp_path_factory.mktemp("ssh"))
+
+
+@pytest.fixture(scope="module")
+def server(world, tmp_path_factory):
+    srv = SSHServer(tmp_path_factory.mktemp("sshd"), world.user_key.with_suffix(".pub")).start()
+    world.alias("kvm01", srv)
+    yield srv
+    srv.stop()
+
+
+def test_remote_pass_brings_artifacts_home(world, server, guest_image, tmp_path):
+    before = sha256(guest_image)
+    proc = remote(world, "--host", "kvm01", *TCG, artifacts=tmp_path / "a")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
+    host_dir = tmp_path / "a" / "kvm01"
+    for name in ("serial.log", "qemu.log", "result.json", "junit.xml"):
+        assert (host_dir / name).exists(), name
+    assert json.loads((host_dir / "result.json").read_text())["verdict"] == "PASS"
+    assert sha256(guest_image) == before
+    # The remote scratch is gone; the uploaded disk stays, named by its hash.
+    runs = Path.home() / ".cache/aero-virtio-harness/runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+    disks = list((Path.home() / ".cache/aero-virtio-harness/disks").iterdir())
+    assert any(d.name.startswith(sha256(guest_image)) for d in disks)
+
+
+def test_second_run_skips_the_upload_and_fail_comes_back(world, server, tmp_path):
+    proc = remote(world, "--host", "kvm01", *TCG, *scenario("fail"), artifacts=tmp_path / "a")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL: VIRTIO_NET_FAILED: " in proc.stdout
+    assert "already on the host" in proc.stderr
+    assert json.loads((tmp_path / "a/kvm01/result.json").read_text())["token"] == "VIRTIO_NET_FAILED"
+
+
+def test_remote_disk_already_on_the_host(world, server, guest_image, tmp_path):
+    proc = remote(world, "--host", "kvm01", *TCG, "--remote-disk", str(guest_image), artifacts=tmp_path / "a")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "uploading" not in proc.stderr
+
+
+def test_unknown_host_key_is_refused_then_accepted_on_request(world, tmp_path):
+    srv = SSHServer(tmp_path / "sshd", world.user_key.with_suffix(".pub")).start()
+    try:
+        world.alias("newhost", srv, known=False)
+        proc = remote(world, "--host", "newhost", *TCG, artifacts=tmp_path / "a")
+        assert proc.returncode == 12, proc.stdout + proc.stderr
+        assert "is not in" in proc.stdout and "--accept-new-host-key" in proc.stderr
+        assert f"[127.0.0.1]:{srv.port}" not in world.known_hosts.read_text()
+        proc = remote(world, "--host", "newhost", "--accept-new-host-key", "--dry-run", artifacts=tmp_path / "b")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"[127.0.0.1]:{srv.port}" in world.known_hosts.read_text()
+    finally:
+        srv.stop()
+
+
+def test_changed_host_key_is_refused(world, tmp_path):
+    srv = SSHServer(tmp_path / "sshd", world.user_key.with_suffix(".pub")).start()
+    try:
+        world.alias("changed", srv, known=False)
+        other = tmp_path / "other_key"
+        keygen(other)
+        kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
+        with open(world.known_hosts, "a") as f:
+            f.write(f"[127.0.0.1]:{srv.port} {kind} {b64}\n")
+        proc = remote(world, "--host", "changed", "--accept-new-host-key", artifacts=tmp_path / "a")
+        assert proc.returncode == 12 and "CHANGED" in proc.stdout
+    finally:
+        srv.stop()
+
+
+def test_wrong_user_key_is_a_clear_auth_error(world, server, tmp_path):
+    wrong = tmp_path / "wrong_key"
+    keygen(wrong)
+    world.alias("wrongkey", server, key=wrong, known=False)
+    proc = remote(world, "--host", "wrongkey", artifacts=tmp_path / "a")
+    assert proc.returncode == 11, proc.stdout + proc.stderr
+    assert "refused our keys" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_closed_port_is_a_clear_connection_error(world, tmp_path):
+    with open(world.ssh_config, "a") as f:
+        f.write(f"Host closed\n  HostName 127.0.0.1\n  Port {free_port()}\n  IdentityFile {world.user_key}\n")
+    proc = remote(world, "--host", "closed", artifacts=tmp_path / "a")
+    assert proc.returncode == 10, proc.stdout + proc.stderr
+    assert "cannot connect to" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_missing_qemu_on_the_host(world, server, tmp_path):
+    argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
+            "--host", "kvm01", "--qemu-system", "qemu-system-nonexistent", "--artifacts", str(tmp_path / "a")]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 13 and "is not installed on the host" in proc.stdout
+
+
+def test_missing_python_on_the_host(world, server, tmp_path):
+    proc = remote(world, "--host", "kvm01", "--remote-python", "python3.0-nonexistent", artifacts=tmp_path / "a")
+    assert proc.returncode == 13 and "no Python 3.9 or newer" in proc.stdout
+
+
+def test_interrupt_leaves_no_qemu_on_the_host(world, server, tmp_path):
+    argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
+            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(tmp_path / "a"), *TCG, *scenario("hang")]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    runs = Path.home() / ".cache/aero-virtio-harness/runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
+        time.sleep(0.2)
+    assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
+    os.killpg(proc.pid, 2)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while qemu_pids(".cache/aero-virtio-harness/runs") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert qemu_pids(".cache/aero-virtio-harness/runs") == []
+    del runs
+
+
+@pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2")
+def test_two_hosts_in_parallel_with_a_summary(world, tmp_path):
+    with NetnsHost("aero-ta", 61) as host_a, NetnsHost("aero-tb", 62) as host_b:
+        servers = []
+        try:
+            for name, host in (("kvm-a", host_a), ("kvm-b", host_b)):
+                srv = SSHServer(tmp_path / name, world.user_key.with_suffix(".pub"), address=host.addr, port=22,
+                                netns=host.name).start()
+                servers.append(srv)
+                world.alias(name, srv)
+            started = time.monotonic()
+            proc = remote(world, "--host", "kvm-a", "--host", "kvm-b", *TCG, artifacts=tmp_path / "a")
+            elapsed = time.monotonic() - started
+        finally:
+            for srv in servers:
+                srv.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[kvm-a] PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
+    assert "[kvm-b] PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
+    table = proc.stderr[proc.stderr.index("host "):]
+    assert "kvm-a" in table and "kvm-b" in table and "PASS" in table
+    for name in ("kvm-a", "kvm-b"):
+        assert (tmp_path / "a" / name / "result.json").exists()
+    del elapsed
