@@ -168,10 +168,14 @@ def _guard_session(args: argparse.Namespace) -> None:
     if args.exit_on_stdin_eof:
 
         def watch_stdin() -> None:
+            # os.read, not sys.stdin: a buffered reader's lock would trip interpreter shutdown.
+            # EOF: the session is gone. ETX (^C): remote-selftest forwards a local Ctrl-C.
             try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except (OSError, ValueError):
+                while True:
+                    data = os.read(0, 4096)
+                    if not data or b"\x03" in data:
+                        break
+            except OSError:
                 pass
             os.kill(pid, signal.SIGTERM)
 
@@ -256,7 +260,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.INTERRUPTED
     if isinstance(exc, HarnessError):
         return exc.exit_code
-    return ExitCode.HOST_ERROR
+    return ExitCode.INTERNAL_ERROR
 
 
 def guarded(body: Callable[[], int], console: Console) -> int:
@@ -270,6 +274,11 @@ def guarded(body: Callable[[], int], console: Console) -> int:
         console.verdict(f"FAIL: {exc.token}: {exc.message}")
         if exc.hint:
             console.info(f"hint: {exc.hint}")
+        return int(exit_code_for(exc))
+    except Exception as exc:  # a bug: still a clear line and a code of its own, never a bare traceback
+        log.debug("internal error", exc_info=True)
+        console.verdict(f"FAIL: INTERNAL_ERROR: {type(exc).__name__}: {exc}")
+        console.info("hint: this is a bug in the harness; run again with -v for the traceback and report it")
         return int(exit_code_for(exc))
 
 

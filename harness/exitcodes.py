@@ -22,4 +22,5 @@ class ExitCode(enum.IntEnum):
     SSH_HOST_KEY = 12  # unknown host key (not accepted) or a changed one
     REMOTE_MISSING = 13  # the host lacks Python 3.9+ or QEMU
     REMOTE_ERROR = 14  # another failure on the host: upload, install, fetching artifacts
+    INTERNAL_ERROR = 70  # a bug in the harness (EX_SOFTWARE); details with -v
     INTERRUPTED = 130  # Ctrl-C or SIGTERM

@@ -91,6 +91,45 @@ class HostOutcome:
     artifacts: Optional[Path]
 
 
+# --- stopping remote runs ----------------------------------------------------
+
+
+class ActiveRuns:
+    """The remote runs under way, so that a local Ctrl-C can stop them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runners: List[Any] = []
+        self._connections: List[Any] = []
+
+    def add(self, runner: Any, conn: Any) -> None:
+        with self._lock:
+            self._runners.append(runner)
+            self._connections.append(conn)
+
+    def interrupt(self) -> None:
+        """Forward a Ctrl-C: the remote harness reads ETX on its stdin and stops its run."""
+        with self._lock:
+            runners = list(self._runners)
+        for runner in runners:
+            channel = getattr(runner, "channel", None)
+            if channel is not None and not channel.closed:
+                try:
+                    channel.send(b"\x03")
+                except (OSError, EOFError) as exc:
+                    log.debug("forwarding ^C: %s", exc)
+
+    def close(self) -> None:
+        """Drop every connection: the remote harness sees EOF on stdin and stops its run."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.close()
+            except Exception as exc:  # closing is best effort; the remote side guards itself
+                log.debug("closing %s: %s", conn, exc)
+
+
 # --- output -----------------------------------------------------------------
 
 
@@ -121,6 +160,9 @@ class PrefixWriter:
     def flush(self) -> None:
         with self.lock:
             self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
 
 
 # --- the harness shipped as wheels ------------------------------------------
@@ -373,7 +415,7 @@ def fetch_artifacts(conn: Any, remote_dir: str, local_dir: Path) -> None:
         sftp.get(f"{remote_dir}/{name}", str(local_dir / name))
 
 
-def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str]) -> HostOutcome:
+def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], active: ActiveRuns) -> HostOutcome:
     started = time.monotonic()
     local = opts.artifacts / host
     conn = open_connection(host, opts)
@@ -402,8 +444,10 @@ def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str]) -> H
         _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
              "-exec rm -rf {} + 2>/dev/null; true")
         try:
-            result = conn.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
-                              in_stream=False)
+            runner = conn.config.runners.remote(context=conn, inline_env=conn.inline_ssh_env)
+            active.add(runner, conn)
+            result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
+                                in_stream=False)
             code = int(result.exited)
             fetch_artifacts(conn, remote_artifacts, local)
         finally:
@@ -422,6 +466,7 @@ def run_remote(opts: RemoteOptions, out: IO[str] = sys.stdout, err: IO[str] = sy
         raise UsageError(f"--disk {opts.disk} does not exist or is not a file")
     lock = threading.Lock()
     several = len(opts.hosts) > 1
+    active = ActiveRuns()
 
     def one(host: str) -> HostOutcome:
         prefix = f"[{host}] " if several else ""
@@ -429,17 +474,33 @@ def run_remote(opts: RemoteOptions, out: IO[str] = sys.stdout, err: IO[str] = sy
         e = PrefixWriter(err, prefix, lock)
         started = time.monotonic()
         try:
-            return run_on_host(host, opts, o, e)  # type: ignore[arg-type]
+            return run_on_host(host, opts, o, e, active)  # type: ignore[arg-type]
         except HarnessError as exc:
             if not several:
                 raise
             e.write(f"FAIL: {exc.token}: {exc}\n")
             return HostOutcome(host, int(exc.exit_code), exc.token, time.monotonic() - started, None)
 
-    if not several:
-        return [one(opts.hosts[0])]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(opts.hosts)) as pool:
-        return list(pool.map(one, opts.hosts))
+    # The hosts run on worker threads; the main thread stays free to take Ctrl-C and SIGTERM.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(opts.hosts))
+    futures = [pool.submit(one, host) for host in opts.hosts]
+    try:
+        try:
+            while not all(f.done() for f in futures):
+                concurrent.futures.wait(futures, timeout=0.2)
+        except KeyboardInterrupt:
+            err.write("interrupted: stopping the remote runs (Ctrl-C again to drop the connections)\n")
+            active.interrupt()
+            try:
+                concurrent.futures.wait(futures, timeout=60)
+            except KeyboardInterrupt:
+                pass
+            active.close()
+            concurrent.futures.wait(futures, timeout=15)
+            raise
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=False)
 
 
 def summary_table(outcomes: Sequence[HostOutcome]) -> str:

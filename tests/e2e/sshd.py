@@ -58,7 +58,8 @@ class SSHServer:
     def host_key_line(self) -> str:
         """The known_hosts line for this server."""
         kind, b64 = (self.host_key.with_suffix(".pub").read_text().split()[:2])
-        return f"[{self.address}]:{self.port} {kind} {b64}\n"
+        name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{name} {kind} {b64}\n"
 
     def start(self) -> SSHServer:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,8 +42,14 @@ def server(world, tmp_path_factory):
     srv.stop()
 
 
+def remote_runs() -> set:
+    runs = Path.home() / ".cache/aero-virtio-harness/runs"
+    return set(runs.iterdir()) if runs.exists() else set()
+
+
 def test_remote_pass_brings_artifacts_home(world, server, guest_image, tmp_path):
     before = sha256(guest_image)
+    runs_before = remote_runs()
     proc = remote(world, "--host", "kvm01", *TCG, artifacts=tmp_path / "a")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
@@ -52,8 +59,7 @@ def test_remote_pass_brings_artifacts_home(world, server, guest_image, tmp_path)
     assert json.loads((host_dir / "result.json").read_text())["verdict"] == "PASS"
     assert sha256(guest_image) == before
     # The remote scratch is gone; the uploaded disk stays, named by its hash.
-    runs = Path.home() / ".cache/aero-virtio-harness/runs"
-    assert not runs.exists() or list(runs.iterdir()) == []
+    assert remote_runs() <= runs_before
     disks = list((Path.home() / ".cache/aero-virtio-harness/disks").iterdir())
     assert any(d.name.startswith(sha256(guest_image)) for d in disks)
 
@@ -136,18 +142,42 @@ def test_interrupt_leaves_no_qemu_on_the_host(world, server, tmp_path):
             "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(tmp_path / "a"), *TCG, *scenario("hang")]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    runs = Path.home() / ".cache/aero-virtio-harness/runs"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
-        time.sleep(0.2)
-    assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
-    os.killpg(proc.pid, 2)
-    proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
+            time.sleep(0.2)
+        assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while qemu_pids(".cache/aero-virtio-harness/runs") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert qemu_pids(".cache/aero-virtio-harness/runs") == []
-    del runs
+    assert proc.returncode == 130, out + err
+    # The remote run stopped itself cleanly, so its artifacts still came home.
+    assert json.loads((tmp_path / "a/kvm01/result.json").read_text())["token"] == "INTERRUPTED"
+
+
+def test_dropped_connection_leaves_no_qemu_on_the_host(world, server, tmp_path):
+    argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
+            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(tmp_path / "a"), *TCG, *scenario("hang")]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
+            time.sleep(0.2)
+        assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the connection drops without a word
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while qemu_pids(".cache/aero-virtio-harness/runs") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert qemu_pids(".cache/aero-virtio-harness/runs") == []
 
 
 @pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2")
