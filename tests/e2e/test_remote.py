@@ -137,47 +137,50 @@ def test_missing_python_on_the_host(world, server, tmp_path):
     assert proc.returncode == 13 and "no Python 3.9 or newer" in proc.stdout
 
 
-def test_interrupt_leaves_no_qemu_on_the_host(world, server, tmp_path):
+REMOTE_RUNS = ".cache/aero-virtio-harness/runs"
+
+
+def start_hanging_remote(world: SSHWorld, artifacts: Path) -> subprocess.Popen:
+    """remote-selftest on a guest that never says RESULT, returned once the remote QEMU runs."""
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
-            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(tmp_path / "a"), *TCG, *scenario("hang")]
+            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(artifacts), *TCG, *scenario("hang")]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not qemu_pids(REMOTE_RUNS):
+        time.sleep(0.2)
+    if not qemu_pids(REMOTE_RUNS):
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"the remote QEMU never started: {proc.communicate()}")
+    return proc
+
+
+def assert_remote_qemu_gone(within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while qemu_pids(REMOTE_RUNS) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert qemu_pids(REMOTE_RUNS) == []
+
+
+def test_interrupt_leaves_no_qemu_on_the_host(world, server, tmp_path):
+    proc = start_hanging_remote(world, tmp_path / "a")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
-            time.sleep(0.2)
-        assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while qemu_pids(".cache/aero-virtio-harness/runs") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert qemu_pids(".cache/aero-virtio-harness/runs") == []
+    assert_remote_qemu_gone()
     assert proc.returncode == 130, out + err
     # The remote run stopped itself cleanly, so its artifacts still came home.
     assert json.loads((tmp_path / "a/kvm01/result.json").read_text())["token"] == "INTERRUPTED"
 
 
 def test_dropped_connection_leaves_no_qemu_on_the_host(world, server, tmp_path):
-    argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
-            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(tmp_path / "a"), *TCG, *scenario("hang")]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not qemu_pids(".cache/aero-virtio-harness/runs"):
-            time.sleep(0.2)
-        assert qemu_pids(".cache/aero-virtio-harness/runs"), "the remote QEMU never started"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the connection drops without a word
-        proc.wait()
-    deadline = time.monotonic() + 30
-    while qemu_pids(".cache/aero-virtio-harness/runs") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert qemu_pids(".cache/aero-virtio-harness/runs") == []
+    proc = start_hanging_remote(world, tmp_path / "a")
+    os.killpg(proc.pid, signal.SIGKILL)  # the connection drops without a word
+    proc.communicate()
+    assert_remote_qemu_gone()
 
 
 @pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2")

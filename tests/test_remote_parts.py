@@ -1,0 +1,42 @@
+"""The pure parts of remote-selftest: option pass-through, output prefixing, summary, exit code."""
+
+import io
+import threading
+
+from harness.cli import build_parser, passthrough_args
+from harness.remote import HostOutcome, PrefixWriter, summary_table, worst
+
+
+def test_passthrough_keeps_every_selftest_option():
+    args = build_parser().parse_args([
+        "remote-selftest", "--host", "kvm01", "--timeout", "90", "--memory", "4096", "--accel", "kvm",
+        "--require-test", "virtio-net", "--qemu-arg=-cpu", "--qemu-arg", "host", "--follow-serial",
+        "--http-port", "28080",
+    ])
+    out = passthrough_args(args)
+    assert out[out.index("--timeout") + 1] == "90"
+    assert out[out.index("--memory") + 1] == "4096"
+    assert out[out.index("--accel") + 1] == "kvm"
+    assert out[out.index("--http-port") + 1] == "28080"
+    assert "--follow-serial" in out
+    assert ["--require-test", "virtio-net"] == out[out.index("--require-test"):out.index("--require-test") + 2]
+    assert "--qemu-arg=-cpu" in out and "--qemu-arg=host" in out
+    # Re-parsed by the remote harness, they mean the same.
+    again = build_parser().parse_args(["selftest", *out])
+    assert (again.timeout, again.memory, again.qemu_arg) == (90.0, 4096, ["-cpu", "host"])
+
+
+def test_prefix_writer_prefixes_whole_lines_across_writes():
+    target = io.StringIO()
+    writer = PrefixWriter(target, "[kvm01] ", threading.Lock())
+    writer.write("PASS: one\npart")
+    writer.write("ial line\n")
+    assert target.getvalue() == "[kvm01] PASS: one\n[kvm01] partial line\n"
+
+
+def test_summary_and_worst_code():
+    outcomes = [HostOutcome("kvm01", 0, "PASS", 12.3, None), HostOutcome("kvm-long-name", 3, "QEMU_EXITED", 4.0, None)]
+    table = summary_table(outcomes).splitlines()
+    assert table[0].split() == ["host", "exit", "verdict", "time"]
+    assert table[2].split() == ["kvm-long-name", "3", "QEMU_EXITED", "4.0s"]
+    assert worst([0, 3, 1]) == 3 and worst([0, 0]) == 0
