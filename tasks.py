@@ -146,5 +146,18 @@ def build_test_guest(c: Context, out: Optional[str] = None) -> None:
     _main(["build-test-guest", *(["--out", out] if out else [])])
 
 
-ns = Collection(selftest, remote_selftest, build_test_guest)
+@task(
+    help={
+        "pairs": "paired runs for the overhead and latency figures (default: 5)",
+        "wait_seconds": "idle time over which the CPU figure is taken (default: 60)",
+        "out": "where to write the figures (default: build/bench.json)",
+    },
+    auto_shortflags=False,
+)
+def bench(c: Context, pairs: int = 5, wait_seconds: float = 60.0, out: Optional[str] = None) -> None:
+    """Measure the harness on the test guest: overhead, verdict latency, idle CPU, memory, start-up."""
+    _main(["bench", "--pairs", str(pairs), "--wait-seconds", f"{wait_seconds:g}", *(["--out", out] if out else [])])
+
+
+ns = Collection(selftest, remote_selftest, build_test_guest, bench)
 ns.configure({"selftest": SELFTEST_DEFAULTS})

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_guards(selftest)
     remote = sub.add_parser("remote-selftest", help="the same selftest on remote KVM hosts over SSH")
     add_remote_arguments(remote)
+    bench = sub.add_parser("bench", help="measure the harness on the test guest (writes build/bench.json)")
+    bench.add_argument("--pairs", type=int, default=5, help="paired runs for overhead and latency (default: 5)")
+    bench.add_argument("--wait-seconds", type=float, default=60.0, help="idle time measured for CPU (default: 60)")
+    bench.add_argument("--log-mib", type=int, action="append", help="serial log sizes for the memory figure, "
+                       "repeatable (default: 64, 256, 1024)")
+    bench.add_argument("--qemu-system", default="qemu-system-x86_64", help="QEMU binary (default: on PATH)")
+    bench.add_argument("--out", type=Path, help="where to write the figures (default: build/bench.json)")
     build = sub.add_parser("build-test-guest", help="build the Linux test guest image")
     build.add_argument("--out", type=Path, help="where to write it (default: build/test-guest.qcow2)")
     return parser
@@ -250,6 +257,21 @@ def cmd_build_test_guest(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from harness.bench import DEFAULT_OUT, run_bench
+    from harness.qemu import find_qemu
+
+    try:
+        from images import testguest
+    except ImportError as exc:
+        raise UsageError("bench runs on the test guest, and its builder (images/) is not here") from exc
+    if args.pairs < 1 or args.wait_seconds <= 0:
+        raise UsageError("--pairs must be at least 1 and --wait-seconds positive")
+    run_bench(testguest.ensure(), find_qemu(args.qemu_system), args.out or DEFAULT_OUT, args.pairs,
+              args.wait_seconds, args.log_mib or [64, 256, 1024], console.out)
+    return 0
+
+
 def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -294,6 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "selftest": cmd_selftest,
         "remote-selftest": cmd_remote_selftest,
         "build-test-guest": cmd_build_test_guest,
+        "bench": cmd_bench,
     }
     return guarded(lambda: commands[args.command](args, console), console)
 

@@ -135,7 +135,13 @@ def create_overlay(qemu_img: str, base: DiskInfo, overlay: Path) -> None:
     ]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        raise HostError(f"cannot create the overlay {overlay}: {proc.stdout.strip()}")
+        raise HostError(f"cannot create the overlay {overlay}: {proc.stdout.strip()}", hint=_lock_hint(proc.stdout))
+
+
+def _lock_hint(output: str) -> Optional[str]:
+    if "lock" in output.lower():
+        return "another process (often a QEMU still running) holds the disk image; stop it, or run on a copy"
+    return None
 
 
 def _die_with_parent() -> None:
@@ -205,9 +211,10 @@ class QemuProcess:
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
+        tail = self.log_tail()
         return QemuLaunchError(
-            f"QEMU exited at start with code {code}:\n{self.log_tail()}",
-            hint=f"the full command is in result.json; QEMU's output is in {self.log_path}",
+            f"QEMU exited at start with code {code}:\n{tail}",
+            hint=_lock_hint(tail) or f"the full command is in result.json; QEMU's output is in {self.log_path}",
         )
 
     def log_tail(self, lines: int = 15) -> str:

@@ -27,6 +27,7 @@ from harness.deadline import Deadline
 from harness.errors import HarnessError, HostError, UsageError
 from harness.exitcodes import ExitCode
 from harness.hostsvc import HostServices
+from harness.lines import Line
 from harness.markers import Marker, parse
 from harness.qemu import (
     QemuProcess,
@@ -278,9 +279,16 @@ class Run:
             time.sleep(POLL)
 
     def _consume(self, watcher: SerialWatcher, final: bool = False) -> Optional[Verdict]:
-        lines = watcher.read_lines()
-        if final:
-            lines += watcher.splitter.flush()
+        """Everything the log holds now, a chunk at a time; the verdict if RESULT is among it."""
+        while True:
+            lines = watcher.read_lines()
+            if final and not watcher.more:
+                lines += watcher.splitter.flush()
+            verdict = self._lines(lines)
+            if verdict is not None or not watcher.more:
+                return verdict
+
+    def _lines(self, lines: List[Line]) -> Optional[Verdict]:
         for line in lines:
             if self.cfg.follow_serial:
                 self.console.serial(line.text)

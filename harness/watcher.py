@@ -14,7 +14,8 @@ from typing import Deque, Iterator, List, Optional
 from harness.lines import Line, LineSplitter
 from harness.markers import Marker, parse
 
-CHUNK = 256 * 1024
+# One read per call: even a chunk of nothing but line ends stays a few MiB of objects.
+CHUNK = 64 * 1024
 
 
 class SerialWatcher:
@@ -23,6 +24,7 @@ class SerialWatcher:
         self.splitter = LineSplitter()
         self.tail: Deque[str] = collections.deque(maxlen=tail_lines)
         self.bytes_read = 0
+        self.more = False  # the last read filled its chunk: more is waiting
         self._fd: Optional[int] = None
 
     def _open(self) -> bool:
@@ -33,30 +35,29 @@ class SerialWatcher:
                 return False
         return True
 
-    def read_lines(self, budget: int = 64 * CHUNK) -> List[Line]:
-        """Lines completed since the last call (at most ``budget`` bytes read per call)."""
+    def read_lines(self) -> List[Line]:
+        """Non-blank lines completed by the next chunk of the log (``more`` says if one is waiting)."""
+        self.more = False
         if not self._open():
             return []
         assert self._fd is not None
-        lines: List[Line] = []
-        read = 0
-        while read < budget:
-            data = os.read(self._fd, CHUNK)
-            if not data:
-                break
-            read += len(data)
-            self.bytes_read += len(data)
-            lines.extend(self.splitter.feed(data))
+        data = os.read(self._fd, CHUNK)
+        self.more = len(data) == CHUNK
+        self.bytes_read += len(data)
+        lines = [line for line in self.splitter.feed(data) if line.text.strip()]
         for line in lines:
-            if line.text.strip():
-                self.tail.append(line.text)
+            self.tail.append(line.text)
         return lines
 
     def markers(self) -> Iterator[Marker]:
-        for line in self.read_lines():
-            marker = parse(line.text)
-            if marker is not None:
-                yield marker
+        """Markers from everything written so far."""
+        while True:
+            for line in self.read_lines():
+                marker = parse(line.text)
+                if marker is not None:
+                    yield marker
+            if not self.more:
+                return
 
     def close(self) -> None:
         if self._fd is not None:
