@@ -147,6 +147,72 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote-python", default="python3", help=REMOTE_HELP["remote-python"])
 
 
+MEDIA_HELP = {
+    "drivers": "folder holding the driver packages (searched for the allow-listed INFs)",
+    "selftest": "aero-virtio-selftest.exe",
+    "out": "the ISO to write (default: build/provision.iso)",
+    "http-url": "URL the guest's selftest GETs (default: from --http-port/--http-path, as the harness serves)",
+    "http-port": "host HTTP port, as for selftest (default: 18080)",
+    "http-path": f"host HTTP path, as for selftest (default: {DEFAULT_HTTP_PATH})",
+    "udp-port": "UDP echo port (default: 18081)",
+    "dns-host": "host name the selftest resolves (default: host.lan)",
+    "blk-root": "the selftest's --blk-root (default: not passed)",
+    "test-switch": "a selftest switch such as net-link-flap (becomes --test-net-link-flap); repeatable",
+    "test-signing": "turn test signing on (bcdedit) for test-signed drivers (default: on)",
+    "inf": "an INF of the allow-list (repeatable; default: aero_virtio_blk and aero_virtio_net)",
+    "arch": "Windows architecture: amd64 or x86 (default: amd64)",
+    "product-key": "Windows product key for autounattend.xml (default: $AERO_WIN7_PRODUCT_KEY, else none); "
+    "never printed or logged",
+    "admin-password": "password of the auto-logon account 'aero' (default: Aero-Test-1)",
+    "computer-name": "the guest's computer name (default: AERO-WIN7)",
+}
+
+
+def add_media_arguments(parser: argparse.ArgumentParser) -> None:
+    h = MEDIA_HELP
+    parser.add_argument("--drivers", type=Path, required=True, help=h["drivers"])
+    parser.add_argument("--selftest", type=Path, required=True, help=h["selftest"])
+    parser.add_argument("--out", type=Path, help=h["out"])
+    parser.add_argument("--http-url", help=h["http-url"])
+    parser.add_argument("--http-port", type=int, default=18080, help=h["http-port"])
+    parser.add_argument("--http-path", default=DEFAULT_HTTP_PATH, help=h["http-path"])
+    parser.add_argument("--udp-port", type=int, default=18081, help=h["udp-port"])
+    parser.add_argument("--dns-host", default="host.lan", help=h["dns-host"])
+    parser.add_argument("--blk-root", help=h["blk-root"])
+    parser.add_argument("--test-switch", action="append", default=[], metavar="NAME", help=h["test-switch"])
+    parser.add_argument("--test-signing", action=argparse.BooleanOptionalAction, default=True, help=h["test-signing"])
+    parser.add_argument("--inf", action="append", metavar="NAME", help=h["inf"])
+    parser.add_argument("--arch", default="amd64", choices=("amd64", "x86"), help=h["arch"])
+    parser.add_argument("--product-key", help=h["product-key"])
+    parser.add_argument("--admin-password", default="Aero-Test-1", help=h["admin-password"])
+    parser.add_argument("--computer-name", default="AERO-WIN7", help=h["computer-name"])
+
+
+def cmd_provision_media(args: argparse.Namespace, console: Console) -> int:
+    try:
+        from images import provision
+    except ImportError as exc:
+        raise UsageError("the media builder (images/) is not installed with this copy of the harness") from exc
+    settings = provision.GuestSettings(
+        http_url=args.http_url or f"http://10.0.2.2:{args.http_port}{args.http_path}",
+        udp_port=args.udp_port,
+        dns_host=args.dns_host,
+        blk_root=args.blk_root,
+        test_switches=tuple(s if s.startswith("--test-") else f"--test-{s}" for s in args.test_switch),
+        test_signing=args.test_signing,
+        infs=tuple(args.inf) if args.inf else provision.DEFAULT_INFS,
+        arch=args.arch,
+        admin_password=args.admin_password,
+        computer_name=args.computer_name,
+        product_key=args.product_key or os.environ.get("AERO_WIN7_PRODUCT_KEY") or None,
+    )
+    out = args.out or Path("build") / "provision.iso"
+    files = provision.build_media(args.drivers, args.selftest, settings, out)
+    console.info(f"{len(files)} files; the task runs: {provision.schtasks_line(settings)}")
+    console.verdict(str(out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="python -m harness", description="Host side of the Aero virtio selftest.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -164,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "repeatable (default: 64, 256, 1024)")
     bench.add_argument("--qemu-system", default="qemu-system-x86_64", help="QEMU binary (default: on PATH)")
     bench.add_argument("--out", type=Path, help="where to write the figures (default: build/bench.json)")
+    media = sub.add_parser("provision-media", help="build the provisioning ISO for a Windows 7 test image")
+    add_media_arguments(media)
     build = sub.add_parser("build-test-guest", help="build the Linux test guest image")
     build.add_argument("--out", type=Path, help="where to write it (default: build/test-guest.qcow2)")
     return parser
@@ -317,6 +385,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "remote-selftest": cmd_remote_selftest,
         "build-test-guest": cmd_build_test_guest,
         "bench": cmd_bench,
+        "provision-media": cmd_provision_media,
     }
     return guarded(lambda: commands[args.command](args, console), console)
 

@@ -30,6 +30,8 @@ LARGE_SHA256 = "fbbab289f7f94b25736c58be46a994c441fd02552cc6022352e3d86d2fab7c83
 # Bounds that keep a hostile or broken client from tying the server up.
 MAX_UPLOAD = 4 * LARGE_SIZE
 REQUEST_TIMEOUT = 30.0
+# How often an idle server loop wakes: the bound on how long stopping it takes.
+POLL_INTERVAL = 0.05
 
 
 def fnv1a64(data: bytes) -> int:
@@ -188,7 +190,7 @@ class HostServices:
                 raise _bind_error("UDP", self.udp_port, exc) from exc
             for server in (self._http, self._udp):
                 thread = threading.Thread(
-                    target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
+                    target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True,
                     name=f"aero-{type(server).__name__}",
                 )
                 thread.start()
@@ -213,11 +215,15 @@ class HostServices:
         return BIND_HOST, self._udp.server_address[1]
 
     def close(self) -> None:
-        for server in (self._http, self._udp):
-            if server is None:
-                continue
-            if self._threads:
-                server.shutdown()
+        servers = [s for s in (self._http, self._udp) if s is not None]
+        if self._threads:
+            # Both loops stop in parallel: shutdown() would wait for one poll interval each.
+            stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
+            for stopper in stoppers:
+                stopper.start()
+            for stopper in stoppers:
+                stopper.join(timeout=5)
+        for server in servers:
             server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)

@@ -1,0 +1,392 @@
+"""Provisioning media for a Windows 7 test image: drivers, the selftest, provision.cmd
+and autounattend.xml on one ISO (built in Python with pycdlib, Joliet names for Windows).
+
+The text generators are pure; ``build_media`` collects the files and writes the ISO.
+See shared/PROTOCOL.md, "Provisioning a Windows image".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+from harness.errors import UsageError
+
+MARKER = "AERO_PROVISION.TAG"
+TASK_NAME = "AeroVirtioSelftest"
+SELFTEST_DIR = "C:\\AeroTests"
+SELFTEST_NAME = "aero-virtio-selftest.exe"
+LOG_PATH = "C:\\aero-win7-provision.log"
+DEFAULT_INFS = ("aero_virtio_blk", "aero_virtio_net")
+DEFAULT_UDP_PORT = 18081
+# Drive letters a CD can get in WinPE and in the installed system.
+DRIVE_LETTERS = "DEFGHIJKLMNOPQRSTUVWXYZ"
+# Serial lines provisioning writes on COM1; install-win7 follows them.
+SERIAL_PREFIX = "AERO_PROVISION|"
+UNATTEND_NS = "urn:schemas-microsoft-com:unattend"
+WCM_NS = "http://schemas.microsoft.com/WMIConfig/2002/State"
+# Characters that cmd.exe would act on inside provision.cmd; refused rather than escaped.
+CMD_SPECIAL = set('&|<>^%!"\r\n')
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    """What the guest's scheduled task is given: the same settings the harness serves."""
+
+    http_url: str = "http://10.0.2.2:18080/aero-virtio-selftest"
+    udp_port: int = DEFAULT_UDP_PORT
+    dns_host: str = "host.lan"
+    blk_root: Optional[str] = None
+    test_switches: Tuple[str, ...] = ()
+    test_signing: bool = True
+    infs: Tuple[str, ...] = DEFAULT_INFS
+    arch: str = "amd64"
+    admin_password: str = "Aero-Test-1"
+    computer_name: str = "AERO-WIN7"
+    product_key: Optional[str] = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        for name, value in (("--http-url", self.http_url), ("--dns-host", self.dns_host),
+                            ("--blk-root", self.blk_root or ""), ("--admin-password", self.admin_password)):
+            bad = sorted(set(value) & CMD_SPECIAL)
+            if bad:
+                raise UsageError(f"{name} {value!r} holds {''.join(bad)!r}, which cmd.exe would interpret",
+                                 hint="use a value without & | < > ^ % ! or quotes")
+        if not re.fullmatch(r"http://[^/\s]+(/\S*)?", self.http_url):
+            raise UsageError(f"--http-url {self.http_url!r} is not an http:// URL")
+        if not 1 <= self.udp_port <= 65535:
+            raise UsageError(f"--udp-port must be a port from 1 to 65535, not {self.udp_port}")
+        for switch in self.test_switches:
+            if not re.fullmatch(r"--test-[a-z0-9][a-z0-9-]*", switch):
+                raise UsageError(f"{switch!r} is not a selftest switch of the form --test-NAME")
+        for inf in self.infs:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", inf):
+                raise UsageError(f"INF name {inf!r} should be a bare name such as aero_virtio_blk")
+        if self.arch not in ("amd64", "x86"):
+            raise UsageError(f"--arch must be amd64 or x86, not {self.arch}")
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,15}", self.computer_name):
+            raise UsageError("--computer-name must be 1 to 15 letters, digits or dashes")
+
+
+# --- Windows command-line quoting -------------------------------------------
+
+
+def quote_arg(arg: str) -> str:
+    """One argument, quoted so that CommandLineToArgvW (and the MS C runtime) gives it back.
+
+    Backslashes are literal except before a quote: those are doubled, and so
+    are the ones at the end, before the closing quote.
+    """
+    out = ['"']
+    backslashes = 0
+    for ch in arg:
+        if ch == "\\":
+            backslashes += 1
+            continue
+        if ch == '"':
+            out.append("\\" * (2 * backslashes + 1) + '"')
+        else:
+            out.append("\\" * backslashes + ch)
+        backslashes = 0
+    out.append("\\" * (2 * backslashes) + '"')
+    return "".join(out)
+
+
+def selftest_argv(settings: GuestSettings) -> List[str]:
+    argv = [f"{SELFTEST_DIR}\\{SELFTEST_NAME}", "--http-url", settings.http_url, "--dns-host", settings.dns_host]
+    if settings.udp_port != DEFAULT_UDP_PORT:
+        argv += ["--udp-port", str(settings.udp_port)]
+    if settings.blk_root is not None:
+        argv += ["--blk-root", settings.blk_root]
+    argv += list(settings.test_switches)
+    return argv
+
+
+def schtasks_line(settings: GuestSettings) -> str:
+    """The schtasks command that registers the selftest to run at every boot as SYSTEM.
+
+    The task's command line is parsed twice: once by schtasks (the /TR value)
+    and once by the selftest when the task starts, so it is quoted twice.
+    Switches (arguments starting with --) stay bare in the task's command line.
+    """
+    task_line = " ".join(a if a.startswith("--") else quote_arg(a) for a in selftest_argv(settings))
+    return f'schtasks /Create /F /TN "{TASK_NAME}" /SC ONSTART /RU SYSTEM /TR {quote_arg(task_line)}'
+
+
+# --- provision.cmd ----------------------------------------------------------
+
+
+def provision_cmd(settings: GuestSettings) -> str:
+    """The script FirstLogonCommands runs once, from the provisioning media."""
+    say = "echo AERO_PROVISION^|{}> COM1"
+    lines = [
+        "@echo off",
+        "rem Aero virtio selftest provisioning; written by `invoke provision-media`.",
+        "setlocal EnableExtensions",
+        f'set "LOG={LOG_PATH}"',
+        'echo [%DATE% %TIME%] provisioning starts>> "%LOG%"',
+        "mode COM1: BAUD=115200 PARITY=N DATA=8 STOP=1 >nul 2>&1",
+        'set "MEDIA="',
+        f"for %%D in ({' '.join(DRIVE_LETTERS)}) do if exist \"%%D:\\{MARKER}\" set \"MEDIA=%%D:\"",
+        "if not defined MEDIA (",
+        f'  echo the provisioning media ({MARKER}) was not found>> "%LOG%"',
+        "  " + say.format("FAIL^|reason=media_not_found"),
+        "  exit /b 1",
+        ")",
+        'echo media: %MEDIA%>> "%LOG%"',
+        say.format("START^|media=%MEDIA%"),
+    ]
+    for inf in settings.infs:
+        lines += [
+            f'echo installing {inf}.inf>> "%LOG%"',
+            f'pnputil -i -a "%MEDIA%\\drivers\\{inf}\\{inf}.inf" >> "%LOG%" 2>&1',
+            f"if errorlevel 1 ({say.format(f'FAIL^|reason=pnputil_failed^|inf={inf}')} & exit /b 1)",
+            say.format(f"STEP^|inf={inf}"),
+        ]
+    if settings.test_signing:
+        lines += [
+            'bcdedit /set testsigning on >> "%LOG%" 2>&1',
+            f"if errorlevel 1 ({say.format('FAIL^|reason=testsigning_failed')} & exit /b 1)",
+            say.format("STEP^|testsigning=on"),
+        ]
+    lines += [
+        f'if not exist "{SELFTEST_DIR}" mkdir "{SELFTEST_DIR}"',
+        f'copy /y "%MEDIA%\\AeroTests\\{SELFTEST_NAME}" "{SELFTEST_DIR}\\{SELFTEST_NAME}" >> "%LOG%" 2>&1',
+        f"if errorlevel 1 ({say.format('FAIL^|reason=copy_failed')} & exit /b 1)",
+        f'{schtasks_line(settings)} >> "%LOG%" 2>&1',
+        f"if errorlevel 1 ({say.format('FAIL^|reason=schtasks_failed')} & exit /b 1)",
+        say.format("STEP^|task=" + TASK_NAME),
+        'echo [%DATE% %TIME%] provisioning done>> "%LOG%"',
+        say.format("DONE"),
+        # A clean shutdown: the selftest task runs from the next boot on (with test signing active).
+        "shutdown /s /t 15 /d p:4:1",
+        "exit /b 0",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+# --- autounattend.xml -------------------------------------------------------
+
+
+def _component(parent: ET.Element, name: str, arch: str) -> ET.Element:
+    return ET.SubElement(parent, "component", {
+        "name": name, "processorArchitecture": arch, "publicKeyToken": "31bf3856ad364e35",
+        "language": "neutral", "versionScope": "nonSxS",
+    })
+
+
+def _text(parent: ET.Element, tag: str, text: str) -> ET.Element:
+    element = ET.SubElement(parent, tag)
+    element.text = text
+    return element
+
+
+def _added(parent: ET.Element, tag: str, key: Optional[str] = None) -> ET.Element:
+    attrs = {f"{{{WCM_NS}}}action": "add"}
+    if key is not None:
+        attrs[f"{{{WCM_NS}}}keyValue"] = key
+    return ET.SubElement(parent, tag, attrs)
+
+
+def driver_paths(settings: GuestSettings) -> List[str]:
+    """Where WinPE looks for the storage and network drivers: every drive letter the CD may have."""
+    return [f"{letter}:\\drivers\\{inf}" for inf in settings.infs for letter in DRIVE_LETTERS[:8]]
+
+
+def autounattend_xml(settings: GuestSettings) -> bytes:
+    ET.register_namespace("", UNATTEND_NS)
+    ET.register_namespace("wcm", WCM_NS)
+    arch = settings.arch
+    # Tags are written bare and qualified with the unattend namespace at the end.
+    root = ET.Element("unattend")
+    pe = ET.SubElement(root, "settings", {"pass": "windowsPE"})
+    intl = _component(pe, "Microsoft-Windows-International-Core-WinPE", arch)
+    _text(ET.SubElement(intl, "SetupUILanguage"), "UILanguage", "en-US")
+    for tag in ("InputLocale", "SystemLocale", "UILanguage", "UserLocale"):
+        _text(intl, tag, "en-US")
+    pnp = _component(pe, "Microsoft-Windows-PnpCustomizationsWinPE", arch)
+    paths = ET.SubElement(pnp, "DriverPaths")
+    for index, path in enumerate(driver_paths(settings), start=1):
+        entry = _added(paths, "PathAndCredentials", str(index))
+        _text(entry, "Path", path)
+    setup = _component(pe, "Microsoft-Windows-Setup", arch)
+    disk_config = ET.SubElement(setup, "DiskConfiguration")
+    disk = _added(disk_config, "Disk")
+    _text(disk, "DiskID", "0")
+    _text(disk, "WillWipeDisk", "true")
+    create = _added(ET.SubElement(disk, "CreatePartitions"), "CreatePartition")
+    for tag, value in (("Order", "1"), ("Type", "Primary"), ("Extend", "true")):
+        _text(create, tag, value)
+    modify = _added(ET.SubElement(disk, "ModifyPartitions"), "ModifyPartition")
+    for tag, value in (("Order", "1"), ("PartitionID", "1"), ("Format", "NTFS"), ("Label", "Windows"),
+                       ("Letter", "C"), ("Active", "true")):
+        _text(modify, tag, value)
+    _text(disk_config, "WillShowUI", "OnError")
+    image = ET.SubElement(setup, "ImageInstall")
+    os_image = ET.SubElement(image, "OSImage")
+    install_to = ET.SubElement(os_image, "InstallTo")
+    _text(install_to, "DiskID", "0")
+    _text(install_to, "PartitionID", "1")
+    _text(os_image, "WillShowUI", "OnError")
+    user = ET.SubElement(setup, "UserData")
+    _text(user, "AcceptEula", "true")
+    _text(user, "FullName", "Aero")
+    _text(user, "Organization", "Aero")
+    if settings.product_key:
+        key = ET.SubElement(user, "ProductKey")
+        _text(key, "Key", settings.product_key)
+        _text(key, "WillShowUI", "OnError")
+
+    specialize = ET.SubElement(root, "settings", {"pass": "specialize"})
+    shell = _component(specialize, "Microsoft-Windows-Shell-Setup", arch)
+    _text(shell, "ComputerName", settings.computer_name)
+
+    oobe_pass = ET.SubElement(root, "settings", {"pass": "oobeSystem"})
+    shell = _component(oobe_pass, "Microsoft-Windows-Shell-Setup", arch)
+    oobe = ET.SubElement(shell, "OOBE")
+    for tag, value in (("HideEULAPage", "true"), ("NetworkLocation", "Work"), ("ProtectYourPC", "3"),
+                       ("SkipMachineOOBE", "true"), ("SkipUserOOBE", "true")):
+        _text(oobe, tag, value)
+    accounts = ET.SubElement(shell, "UserAccounts")
+    local = _added(ET.SubElement(accounts, "LocalAccounts"), "LocalAccount")
+    password = ET.SubElement(local, "Password")
+    _text(password, "Value", settings.admin_password)
+    _text(password, "PlainText", "true")
+    for tag, value in (("Group", "Administrators"), ("Name", "aero"), ("DisplayName", "Aero")):
+        _text(local, tag, value)
+    logon = ET.SubElement(shell, "AutoLogon")
+    logon_password = ET.SubElement(logon, "Password")
+    _text(logon_password, "Value", settings.admin_password)
+    _text(logon_password, "PlainText", "true")
+    for tag, value in (("Enabled", "true"), ("LogonCount", "1"), ("Username", "aero")):
+        _text(logon, tag, value)
+    commands = ET.SubElement(shell, "FirstLogonCommands")
+    command = _added(commands, "SynchronousCommand")
+    _text(command, "Order", "1")
+    _text(command, "CommandLine", first_logon_command())
+    _text(command, "Description", "Aero virtio selftest provisioning")
+    _text(command, "RequiresUserInput", "false")
+
+    for element in root.iter():
+        element.tag = f"{{{UNATTEND_NS}}}{element.tag}"
+    ET.indent(root)
+    buf = io.BytesIO()
+    ET.ElementTree(root).write(buf, encoding="utf-8", xml_declaration=True)
+    return buf.getvalue()
+
+
+def first_logon_command() -> str:
+    """Find the media by its marker file and run provision.cmd from it."""
+    letters = " ".join(DRIVE_LETTERS)
+    return f'cmd /c for %i in ({letters}) do if exist %i:\\{MARKER} (call %i:\\provision.cmd & exit /b)'
+
+
+# --- the media --------------------------------------------------------------
+
+
+def find_infs(drivers: Path, wanted: Sequence[str]) -> Dict[str, Path]:
+    """Each allow-listed INF, found once under ``drivers``: missing or doubled ones are errors."""
+    if not drivers.is_dir():
+        raise UsageError(f"--drivers {drivers} is not a folder")
+    found: Dict[str, List[Path]] = {name.lower(): [] for name in wanted}
+    for path in drivers.rglob("*"):
+        if path.is_file() and path.suffix.lower() == ".inf" and path.stem.lower() in found:
+            found[path.stem.lower()].append(path)
+    missing = [name for name in wanted if not found[name.lower()]]
+    if missing:
+        raise UsageError(f"no {', '.join(m + '.inf' for m in missing)} under {drivers}",
+                         hint="point --drivers at the driver build output, or change the allow-list with --inf")
+    doubled = {name: paths for name, paths in found.items() if len(paths) > 1}
+    if doubled:
+        details = "; ".join(f"{name}.inf at {', '.join(str(p) for p in paths)}" for name, paths in doubled.items())
+        raise UsageError(f"more than one INF of the same name: {details}",
+                         hint="keep one build per driver in the folder given to --drivers")
+    return {name: found[name.lower()][0] for name in wanted}
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    path: str  # inside the media, with / separators
+    data: bytes
+
+
+def media_files(drivers: Path, selftest: Path, settings: GuestSettings) -> List[MediaFile]:
+    settings.validate()
+    if not selftest.is_file():
+        raise UsageError(f"--selftest {selftest} is not a file")
+    files = [
+        MediaFile(MARKER, b"Aero virtio selftest provisioning media\r\n"),
+        MediaFile("provision.cmd", provision_cmd(settings).encode("ascii")),
+        MediaFile("autounattend.xml", autounattend_xml(settings)),
+        MediaFile(f"AeroTests/{SELFTEST_NAME}", selftest.read_bytes()),
+    ]
+    public = asdict(settings)
+    public.pop("product_key")
+    public["schtasks"] = schtasks_line(settings)
+    files.append(MediaFile("provision.json", (json.dumps(public, indent=2) + "\n").encode()))
+    for name, inf in find_infs(drivers, settings.infs).items():
+        package = inf.parent
+        for path in sorted(package.rglob("*")):
+            if path.is_file():
+                rel = path.relative_to(package).as_posix()
+                if path == inf:
+                    rel = f"{name}.inf"
+                files.append(MediaFile(f"drivers/{name}/{rel}", path.read_bytes()))
+    return files
+
+
+def _iso_name(name: str, taken: Set[str], is_dir: bool) -> str:
+    """An ISO 9660 level-1 name (8.3, upper case), unique in its folder; Joliet keeps the real one."""
+    stem, _, ext = name.upper().rpartition(".") if "." in name and not is_dir else (name.upper(), "", "")
+    clean = re.sub(r"[^A-Z0-9_]", "_", stem)[:8] or "_"
+    ext = re.sub(r"[^A-Z0-9_]", "_", ext)[:3]
+    candidate = clean
+    counter = 1
+    while (candidate + ("." + ext if ext else "")) in taken:
+        suffix = f"_{counter}"
+        candidate = clean[: 8 - len(suffix)] + suffix
+        counter += 1
+    full = candidate + ("." + ext if ext else "")
+    taken.add(full)
+    return full
+
+
+def write_iso(files: Sequence[MediaFile], out: Path, volume: str = "AERO_PROVISION") -> None:
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=1, joliet=3, vol_ident=volume)
+    dirs: Dict[str, str] = {"": "/"}  # joliet folder -> iso folder
+    taken: Dict[str, Set[str]] = {"/": set()}
+    for item in files:
+        parts = PurePosixPath(item.path).parts
+        for depth in range(1, len(parts)):
+            joliet_dir = "/".join(parts[:depth])
+            if joliet_dir not in dirs:
+                parent = dirs["/".join(parts[: depth - 1])]
+                iso_dir = parent.rstrip("/") + "/" + _iso_name(parts[depth - 1], taken.setdefault(parent, set()), True)
+                iso.add_directory(iso_dir, joliet_path="/" + joliet_dir)
+                dirs[joliet_dir] = iso_dir
+                taken[iso_dir] = set()
+        parent = dirs["/".join(parts[:-1])]
+        for part in parts:
+            if len(part) > 64:
+                raise UsageError(f"{item.path}: the name {part!r} is longer than the 64 characters Joliet allows")
+        iso_path = parent.rstrip("/") + "/" + _iso_name(parts[-1], taken.setdefault(parent, set()), False) + ";1"
+        iso.add_fp(io.BytesIO(item.data), len(item.data), iso_path, joliet_path="/" + item.path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    iso.write(str(partial))
+    iso.close()
+    partial.replace(out)
+
+
+def build_media(drivers: Path, selftest: Path, settings: GuestSettings, out: Path) -> List[MediaFile]:
+    files = media_files(drivers, selftest, settings)
+    write_iso(files, out)
+    return files

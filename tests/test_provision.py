@@ -1,0 +1,218 @@
+"""Provisioning media: the ISO read back, provision.cmd, the schtasks quoting, autounattend.xml."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import List
+
+import pycdlib
+import pytest
+
+from harness.errors import UsageError
+from images.provision import (
+    DRIVE_LETTERS,
+    MARKER,
+    UNATTEND_NS,
+    GuestSettings,
+    build_media,
+    find_infs,
+    first_logon_command,
+    provision_cmd,
+    quote_arg,
+    schtasks_line,
+)
+
+NS = {"u": UNATTEND_NS}
+
+
+def command_line_to_argv(line: str) -> List[str]:
+    """The MS C runtime's rules (CommandLineToArgvW), written from its documentation for these tests."""
+    args: List[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        arg, quoted = [], False
+        while i < n and (quoted or line[i] not in " \t"):
+            if line[i] == "\\":
+                j = i
+                while j < n and line[j] == "\\":
+                    j += 1
+                count = j - i
+                if j < n and line[j] == '"':
+                    arg.append("\\" * (count // 2))
+                    if count % 2:
+                        arg.append('"')
+                        j += 1
+                    i = j
+                else:
+                    arg.append("\\" * count)
+                    i = j
+            elif line[i] == '"':
+                if quoted and i + 1 < n and line[i + 1] == '"':
+                    arg.append('"')
+                    i += 2
+                    continue
+                quoted = not quoted
+                i += 1
+            else:
+                arg.append(line[i])
+                i += 1
+        args.append("".join(arg))
+    return args
+
+
+def task_argv(settings: GuestSettings) -> List[str]:
+    """What the selftest receives: the /TR value parsed by schtasks, then parsed again at boot."""
+    words = command_line_to_argv(schtasks_line(settings))
+    return command_line_to_argv(words[words.index("/TR") + 1])
+
+
+def test_schtasks_line_is_the_protocols_for_defaults():
+    assert schtasks_line(GuestSettings()) == (
+        'schtasks /Create /F /TN "AeroVirtioSelftest" /SC ONSTART /RU SYSTEM /TR "\\"C:\\AeroTests\\'
+        'aero-virtio-selftest.exe\\" --http-url \\"http://10.0.2.2:18080/aero-virtio-selftest\\" '
+        '--dns-host \\"host.lan\\""'
+    )
+
+
+@pytest.mark.parametrize("blk_root", ["D:\\", "D:\\Aero Tests\\", "E:\\dir with space\\sub", "F:\\ends\\\\"])
+def test_trailing_backslashes_and_spaces_survive_two_parsings(blk_root):
+    settings = GuestSettings(http_url="http://10.0.2.2:28080/custom/path", udp_port=28081, blk_root=blk_root,
+                             test_switches=("--test-net-link-flap", "--test-blk-resize"))
+    assert task_argv(settings) == [
+        "C:\\AeroTests\\aero-virtio-selftest.exe", "--http-url", "http://10.0.2.2:28080/custom/path",
+        "--dns-host", "host.lan", "--udp-port", "28081", "--blk-root", blk_root,
+        "--test-net-link-flap", "--test-blk-resize",
+    ]
+
+
+def test_quote_arg_round_trips():
+    for value in ["plain", "with space", 'a"quote', "trail\\", "C:\\x\\", "\\\\server\\share\\", ""]:
+        assert command_line_to_argv(quote_arg(value)) == [value]
+
+
+@pytest.mark.parametrize("field, value", [("http_url", "http://x/a&b"), ("dns_host", "a|b"),
+                                          ("blk_root", 'D:\\"'), ("http_url", "http://x/%PATH%")])
+def test_values_cmd_would_interpret_are_refused(field, value):
+    with pytest.raises(UsageError, match="cmd.exe would interpret"):
+        GuestSettings(**{field: value}).validate()
+
+
+def test_bad_switch_is_refused():
+    with pytest.raises(UsageError, match="--test-NAME"):
+        GuestSettings(test_switches=("--reboot",)).validate()
+
+
+def make_drivers(root: Path, names=("aero_virtio_blk", "aero_virtio_net")) -> Path:
+    for name in names:
+        package = root / f"{name} pkg" / "amd64"
+        package.mkdir(parents=True)
+        (package / f"{name}.inf").write_text(f"[Version]\r\n; {name}\r\n")
+        (package / f"{name}.sys").write_bytes(b"MZ" + name.encode())
+        (package / f"{name}.cat").write_bytes(b"cat")
+    return root
+
+
+def test_missing_and_doubled_infs_are_named(tmp_path):
+    drivers = make_drivers(tmp_path / "d", names=("aero_virtio_blk",))
+    with pytest.raises(UsageError, match="no aero_virtio_net.inf under"):
+        find_infs(drivers, ["aero_virtio_blk", "aero_virtio_net"])
+    (drivers / "copy").mkdir()
+    (drivers / "copy" / "AERO_VIRTIO_BLK.INF").write_text("again")
+    with pytest.raises(UsageError, match="more than one INF of the same name: aero_virtio_blk.inf"):
+        find_infs(drivers, ["aero_virtio_blk"])
+
+
+@pytest.fixture
+def media(tmp_path):
+    drivers = make_drivers(tmp_path / "drivers")
+    selftest = tmp_path / "aero-virtio-selftest.exe"
+    selftest.write_bytes(b"MZ selftest")
+    settings = GuestSettings(product_key="AAAAA-BBBBB-CCCCC-DDDDD-EEEEE", blk_root="D:\\")
+    out = tmp_path / "provision.iso"
+    files = build_media(drivers, selftest, settings, out)
+    iso = pycdlib.PyCdlib()
+    iso.open(str(out))
+    yield iso, files, settings
+    iso.close()
+
+
+def read(iso, path: str) -> bytes:
+    buf = io.BytesIO()
+    iso.get_file_from_iso_fp(buf, joliet_path=path)
+    return buf.getvalue()
+
+
+def joliet_files(iso) -> set:
+    names = set()
+    for root, _dirs, files in iso.walk(joliet_path="/"):
+        for name in files:
+            names.add((root.rstrip("/") + "/" + name).lstrip("/"))
+    return names
+
+
+def test_iso_holds_every_file_under_its_long_name(media):
+    iso, files, _ = media
+    assert joliet_files(iso) == {f.path for f in files}
+    for item in files:
+        assert read(iso, "/" + item.path) == item.data
+    expected = {MARKER, "provision.cmd", "autounattend.xml", "provision.json", "AeroTests/aero-virtio-selftest.exe",
+                "drivers/aero_virtio_blk/aero_virtio_blk.inf", "drivers/aero_virtio_blk/aero_virtio_blk.sys",
+                "drivers/aero_virtio_net/aero_virtio_net.cat"}
+    assert expected <= joliet_files(iso)
+
+
+def test_product_key_is_only_in_autounattend(media):
+    iso, files, settings = media
+    for item in files:
+        if item.path != "autounattend.xml":
+            assert settings.product_key.encode() not in item.data, item.path
+    assert "product_key" not in json.loads(read(iso, "/provision.json"))
+    assert "AAAAA" not in repr(settings)
+
+
+def test_provision_cmd(media):
+    iso, _, settings = media
+    text = read(iso, "/provision.cmd").decode("ascii")
+    assert "\r\n" in text
+    assert 'set "LOG=C:\\aero-win7-provision.log"' in text
+    assert f'if exist "%%D:\\{MARKER}" set "MEDIA=%%D:"' in text
+    for inf in settings.infs:
+        assert f'pnputil -i -a "%MEDIA%\\drivers\\{inf}\\{inf}.inf"' in text
+    assert "bcdedit /set testsigning on" in text
+    assert 'copy /y "%MEDIA%\\AeroTests\\aero-virtio-selftest.exe" "C:\\AeroTests\\aero-virtio-selftest.exe"' in text
+    assert schtasks_line(settings) + ' >> "%LOG%" 2>&1' in text.splitlines()
+    assert "echo AERO_PROVISION^|DONE> COM1" in text
+    assert "bcdedit" not in provision_cmd(GuestSettings(test_signing=False))
+
+
+def test_autounattend(media):
+    iso, _, _ = media
+    root = ET.fromstring(read(iso, "/autounattend.xml"))
+    passes = {s.get("pass"): s for s in root.findall("u:settings", NS)}
+    assert set(passes) == {"windowsPE", "specialize", "oobeSystem"}
+    pe = {c.get("name"): c for c in passes["windowsPE"].findall("u:component", NS)}
+    assert {"Microsoft-Windows-PnpCustomizationsWinPE", "Microsoft-Windows-Setup",
+            "Microsoft-Windows-International-Core-WinPE"} <= set(pe)
+    paths = [p.text for p in pe["Microsoft-Windows-PnpCustomizationsWinPE"].iterfind(".//u:Path", NS)]
+    assert paths and all(p[0] in DRIVE_LETTERS and p[1:3] == ":\\" for p in paths)
+    on_media = joliet_files(iso)
+    for path in paths:
+        folder = path[3:].replace("\\", "/")
+        assert any(name.startswith(folder + "/") and name.endswith(".inf") for name in on_media), path
+    setup = pe["Microsoft-Windows-Setup"]
+    assert setup.find(".//u:Disk/u:WillWipeDisk", NS).text == "true"
+    assert setup.find(".//u:ProductKey/u:Key", NS).text == "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE"
+    shell = passes["oobeSystem"].find("u:component", NS)
+    assert shell.find("u:OOBE/u:SkipMachineOOBE", NS).text == "true"
+    assert shell.find("u:AutoLogon/u:LogonCount", NS).text == "1"
+    command = shell.find(".//u:FirstLogonCommands/u:SynchronousCommand/u:CommandLine", NS).text
+    assert command == first_logon_command()
+    assert MARKER in command and "provision.cmd" in command
+    assert {MARKER, "provision.cmd"} <= on_media
