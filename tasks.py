@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from invoke import Collection, Context, Exit, task
 
-from harness.cli import REMOTE_HELP, SELFTEST_HELP
+from harness.cli import INSTALL_HELP, MEDIA_HELP, REMOTE_HELP, SELFTEST_HELP
 from harness.verdict import DEFAULT_REQUIRED
 
 # Every selftest setting with its default; Invoke reads invoke.yaml and
@@ -140,10 +140,90 @@ def remote_selftest(
     _main(argv)
 
 
-@task(help={"out": "where to write the image (default: build/test-guest.qcow2)"}, auto_shortflags=False)
-def build_test_guest(c: Context, out: Optional[str] = None) -> None:
+@task(
+    help={
+        "out": "where to write the image (default: build/test-guest.qcow2)",
+        "installer_iso": "also write a CD that plays the Windows installer, for trying install-win7",
+    },
+    auto_shortflags=False,
+)
+def build_test_guest(c: Context, out: Optional[str] = None, installer_iso: Optional[str] = None) -> None:
     """Build the Linux test guest from Debian packages and print its path."""
-    _main(["build-test-guest", *(["--out", out] if out else [])])
+    _main(["build-test-guest", *(["--out", out] if out else []),
+           *(["--installer-iso", installer_iso] if installer_iso else [])])
+
+
+MEDIA_TASK_HELP = {k.replace("-", "_"): v for k, v in MEDIA_HELP.items()
+                   if k not in ("http-port", "http-path", "udp-port")}
+
+
+@task(help=MEDIA_TASK_HELP, iterable=["test_switch", "inf"], auto_shortflags=False)
+def provision_media(
+    c: Context,
+    drivers: Optional[str] = None,
+    selftest: Optional[str] = None,
+    out: Optional[str] = None,
+    http_url: Optional[str] = None,
+    dns_host: Optional[str] = None,
+    blk_root: Optional[str] = None,
+    test_switch: Optional[List[str]] = None,
+    test_signing: bool = True,
+    inf: Optional[List[str]] = None,
+    arch: Optional[str] = None,
+    product_key: Optional[str] = None,
+    admin_password: Optional[str] = None,
+    computer_name: Optional[str] = None,
+) -> None:
+    """Build the provisioning ISO (drivers, selftest, provision.cmd, autounattend.xml) for a Windows 7 image.
+
+    The guest's URL and UDP port come from the same settings `invoke selftest` serves
+    (selftest.http_port, http_path, udp_port in invoke.yaml), so host and guest agree.
+    """
+    argv = ["provision-media"]
+    for name, value in (("drivers", drivers), ("selftest", selftest), ("out", out), ("http-url", http_url),
+                        ("dns-host", dns_host), ("blk-root", blk_root), ("arch", arch), ("product-key", product_key),
+                        ("admin-password", admin_password), ("computer-name", computer_name)):
+        if value:
+            argv += [f"--{name}", value]
+    for name in ("http_port", "http_path", "udp_port"):
+        argv += [f"--{name.replace('_', '-')}", str(_setting(c, name, None))]
+    for switch in test_switch or []:
+        argv += ["--test-switch", switch]
+    for name in inf or []:
+        argv += ["--inf", name]
+    if not test_signing:
+        argv.append("--no-test-signing")
+    _main(argv)
+
+
+@task(help={k.replace("-", "_"): v for k, v in INSTALL_HELP.items()}, iterable=["qemu_arg"], auto_shortflags=False)
+def install_win7(
+    c: Context,
+    iso: Optional[str] = None,
+    media: Optional[str] = None,
+    out: Optional[str] = None,
+    size: str = "32G",
+    force: bool = False,
+    timeout: float = 10800.0,
+    memory: int = 2048,
+    smp: int = 2,
+    accel: str = "auto",
+    qemu_system: str = "qemu-system-x86_64",
+    screenshot_every: float = 300.0,
+    qemu_arg: Optional[List[str]] = None,
+    artifacts: Optional[str] = None,
+) -> None:
+    """Install Windows 7 unattended onto a new image with the provisioning media, following its progress."""
+    argv = ["install-win7", "--size", size, "--timeout", f"{timeout:g}", "--memory", str(memory), "--smp", str(smp),
+            "--accel", accel, "--qemu-system", qemu_system, "--screenshot-every", f"{screenshot_every:g}"]
+    for name, value in (("iso", iso), ("media", media), ("out", out), ("artifacts", artifacts)):
+        if value:
+            argv += [f"--{name}", value]
+    if force:
+        argv.append("--force")
+    for arg in qemu_arg or []:
+        argv.append(f"--qemu-arg={arg}")
+    _main(argv)
 
 
 @task(
@@ -159,5 +239,5 @@ def bench(c: Context, pairs: int = 5, wait_seconds: float = 60.0, out: Optional[
     _main(["bench", "--pairs", str(pairs), "--wait-seconds", f"{wait_seconds:g}", *(["--out", out] if out else [])])
 
 
-ns = Collection(selftest, remote_selftest, build_test_guest, bench)
+ns = Collection(selftest, remote_selftest, build_test_guest, provision_media, install_win7, bench)
 ns.configure({"selftest": SELFTEST_DEFAULTS})

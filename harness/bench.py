@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
 from harness.hostsvc import HostServices
+from harness.qemu import die_with_parent
 from harness.qemu_argv import QemuSpec, build_argv
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +138,8 @@ def _timed_bare(disk: Path, qemu: str, run_dir: Path) -> float:
     argv[drive] += ",snapshot=on"
     with HostServices(18080, 18081, "/aero-virtio-selftest"):
         started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
         found: List[float] = []
         stop = threading.Event()
         watcher = threading.Thread(target=_wait_for_bytes, args=(serial, b"|RESULT|", stop, found))

@@ -213,6 +213,53 @@ def cmd_provision_media(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+INSTALL_HELP = {
+    "iso": "the Windows 7 installation ISO",
+    "media": "the provisioning ISO from provision-media",
+    "out": "the image to create (qcow2)",
+    "size": "virtual size of the new disk (default: 32G)",
+    "force": "overwrite --out if it exists",
+    "timeout": "seconds to wait for provisioning to report DONE (default: 10800)",
+    "memory": "guest memory in MiB (default: 2048)",
+    "smp": "guest CPUs (default: 2)",
+    "accel": "accelerator: auto, kvm, tcg, ... (default: auto)",
+    "qemu-system": "QEMU binary (default: qemu-system-x86_64 on PATH)",
+    "screenshot-every": "seconds between screenshots saved to the artifacts (default: 300)",
+    "qemu-arg": "an extra QEMU argument; repeatable",
+    "artifacts": "folder for serial.log, qemu.log, install.json and screenshots "
+    "(default: artifacts/install-<date>-<time>)",
+}
+
+
+def add_install_arguments(parser: argparse.ArgumentParser) -> None:
+    h = INSTALL_HELP
+    parser.add_argument("--iso", type=Path, required=True, help=h["iso"])
+    parser.add_argument("--media", type=Path, required=True, help=h["media"])
+    parser.add_argument("--out", type=Path, required=True, help=h["out"])
+    parser.add_argument("--size", default="32G", help=h["size"])
+    parser.add_argument("--force", action="store_true", help=h["force"])
+    parser.add_argument("--timeout", type=float, default=10800.0, help=h["timeout"])
+    parser.add_argument("--memory", type=int, default=2048, help=h["memory"])
+    parser.add_argument("--smp", type=int, default=2, help=h["smp"])
+    parser.add_argument("--accel", default="auto", choices=ACCELS, help=h["accel"])
+    parser.add_argument("--qemu-system", default="qemu-system-x86_64", help=h["qemu-system"])
+    parser.add_argument("--screenshot-every", type=float, default=300.0, help=h["screenshot-every"])
+    parser.add_argument("--qemu-arg", action="append", default=[], metavar="ARG", help=h["qemu-arg"])
+    parser.add_argument("--artifacts", type=Path, help=h["artifacts"])
+
+
+def cmd_install_win7(args: argparse.Namespace, console: Console) -> int:
+    from harness.install import InstallConfig, run_install
+
+    cfg = InstallConfig(
+        iso=args.iso, media=args.media, out=args.out, size=args.size, force=args.force, timeout=args.timeout,
+        memory=args.memory, smp=args.smp, accel=args.accel, qemu_system=args.qemu_system,
+        screenshot_every=args.screenshot_every, qemu_args=tuple(args.qemu_arg),
+        artifacts=args.artifacts or Path("artifacts") / time.strftime("install-%Y%m%d-%H%M%S"),
+    )
+    return int(run_install(cfg, console))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="python -m harness", description="Host side of the Aero virtio selftest.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -232,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="where to write the figures (default: build/bench.json)")
     media = sub.add_parser("provision-media", help="build the provisioning ISO for a Windows 7 test image")
     add_media_arguments(media)
+    install = sub.add_parser("install-win7", help="install Windows 7 unattended onto a new image, provisioned")
+    add_install_arguments(install)
     build = sub.add_parser("build-test-guest", help="build the Linux test guest image")
     build.add_argument("--out", type=Path, help="where to write it (default: build/test-guest.qcow2)")
+    build.add_argument("--installer-iso", type=Path, help="also write a CD that plays the Windows installer "
+                       "for install-win7 (see README)")
     return parser
 
 
@@ -322,6 +373,8 @@ def cmd_build_test_guest(args: argparse.Namespace, console: Console) -> int:
         f"kernel {image.manifest['kernel']}"
     )
     console.verdict(str(image.path))
+    if args.installer_iso:
+        console.verdict(str(testguest.build_installer_iso(args.installer_iso, image.path)))
     return 0
 
 
@@ -386,6 +439,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "build-test-guest": cmd_build_test_guest,
         "bench": cmd_bench,
         "provision-media": cmd_provision_media,
+        "install-win7": cmd_install_win7,
     }
     return guarded(lambda: commands[args.command](args, console), console)
 

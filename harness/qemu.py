@@ -144,7 +144,7 @@ def _lock_hint(output: str) -> Optional[str]:
     return None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: on Linux, QEMU gets SIGKILL if the harness dies."""
     if sys.platform.startswith("linux"):
         import ctypes
@@ -188,7 +188,7 @@ class QemuProcess:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
                 # Its own session: a Ctrl-C on the terminal reaches the harness, which stops QEMU itself.
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc

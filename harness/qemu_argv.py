@@ -31,6 +31,11 @@ class QemuSpec:
     paused: bool = True
     # Hold a panicked guest (QEMU 6.0+ has -action) so its screen can be saved.
     panic_pause: bool = False
+    # CD images on IDE (an installer and its media); the first boots when boot_cdrom is set.
+    cdroms: Tuple[str, ...] = ()
+    boot_cdrom: bool = False
+    # A reboot ends the run (selftest); an install reboots on purpose.
+    no_reboot: bool = True
     name: str = "aero-selftest"
 
 
@@ -48,7 +53,7 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-display", "none",
         "-vga", "std",
         # A guest that reboots or crashes makes QEMU exit instead of looping.
-        "-no-reboot",
+        *(["-no-reboot"] if spec.no_reboot else []),
         *(["-action", "panic=pause"] if spec.panic_pause else []),
         # Windows keeps its clock in local time.
         "-rtc", "base=localtime",
@@ -57,10 +62,15 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-chardev", f"socket,id=qmp,path={keyval(spec.qmp_socket)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
         "-drive", f"file={keyval(spec.disk)},if=none,id=disk0,format={keyval(spec.disk_format)},cache=writeback",
-        "-device", "virtio-blk-pci,drive=disk0,bootindex=0",
+        "-device", f"virtio-blk-pci,drive=disk0,bootindex={1 if spec.boot_cdrom else 0}",
         "-netdev", "user,id=net0",
         "-device", "virtio-net-pci,netdev=net0",
     ]
+    for index, image in enumerate(spec.cdroms):
+        argv += [
+            "-drive", f"file={keyval(image)},if=none,id=cd{index},media=cdrom,readonly=on",
+            "-device", f"ide-cd,drive=cd{index}" + (",bootindex=0" if spec.boot_cdrom and index == 0 else ""),
+        ]
     for name, value in spec.fw_cfg:
         argv += ["-fw_cfg", f"name={keyval(name)},string={keyval(value)}"]
     if spec.paused:

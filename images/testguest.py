@@ -49,6 +49,9 @@ WANTED_MODULES = (
     # harness adds the device (-device pvpanic).
     "pvpanic_mmio",
     "pvpanic_pci",
+    # The installer scenario reads CDs on the IDE controller.
+    "ata_piix",
+    "sr_mod",
 )
 # A FAT file system large enough for the kernel, the initramfs and the
 # selftest's 4 MiB scratch file; the qcow2 holds only what is used.
@@ -278,7 +281,7 @@ def busybox_binary(cache: PackageCache) -> Path:
 
 def build_initramfs(modules: Dict[str, Path], order: List[str], busybox: Path) -> bytes:
     archive = Cpio()
-    for d in ("bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"):
+    for d in ("bin", "dev", "etc", "lib", "lib/modules", "media", "mnt", "proc", "sys", "tmp"):
         archive.dir(d)
     archive.file("bin/busybox", busybox.read_bytes(), 0o755)
     archive.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
@@ -355,4 +358,62 @@ def ensure(out: Path = DEFAULT_OUT) -> Path:
     if not is_current(out):
         log.info("building the test guest at %s", out)
         build(out)
+    return out
+
+
+ISOLINUX_CFG = """\
+DEFAULT install
+PROMPT 0
+TIMEOUT 0
+LABEL install
+  LINUX /isolinux/vmlinuz
+  INITRD /isolinux/initrd.gz
+  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1 aero.scenario=installer
+"""
+
+
+def build_installer_iso(out: Path, guest: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """A bootable CD that plays the Windows installer for ``invoke install-win7`` tests.
+
+    It boots (isolinux) the test guest's own kernel and initramfs with
+    ``aero.scenario=installer`` and carries the test guest's disk, which the
+    installer writes onto the new virtio disk.
+    """
+    import pycdlib
+
+    ensure(guest)
+    cache = PackageCache(cache_dir)
+    isolinux_bin = cache.tree("isolinux") / "usr" / "lib" / "ISOLINUX" / "isolinux.bin"
+    ldlinux = cache.tree("syslinux-common") / "usr" / "lib" / "syslinux" / "modules" / "bios" / "ldlinux.c32"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="aero-installer-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        raw = work / "guest.img"
+        _run([_tool("qemu-img", "qemu-utils"), "convert", "-f", "qcow2", "-O", "raw", str(guest), str(raw)])
+        for name in ("vmlinuz", "initrd.gz"):
+            _run([_tool("mcopy", "mtools"), "-i", str(raw), f"::/{name}", str(work / name)])
+        with open(raw, "rb") as src, open(work / "guest.img.gz", "wb") as gz_file:
+            with gzip.GzipFile(fileobj=gz_file, mode="wb", compresslevel=6, mtime=0) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=1, joliet=3, rock_ridge="1.09", vol_ident="AERO_INSTALLER")
+        iso.add_directory("/ISOLINUX", rr_name="isolinux", joliet_path="/isolinux")
+        entries = [
+            ("/ISOLINUX/ISOLINUX.BIN;1", "isolinux/isolinux.bin", isolinux_bin.read_bytes()),
+            ("/ISOLINUX/LDLINUX.C32;1", "isolinux/ldlinux.c32", ldlinux.read_bytes()),
+            ("/ISOLINUX/ISOLINUX.CFG;1", "isolinux/isolinux.cfg", ISOLINUX_CFG.encode()),
+            ("/ISOLINUX/VMLINUZ.;1", "isolinux/vmlinuz", (work / "vmlinuz").read_bytes()),
+            ("/ISOLINUX/INITRD.GZ;1", "isolinux/initrd.gz", (work / "initrd.gz").read_bytes()),
+        ]
+        for iso_path, name, data in entries:
+            iso.add_fp(io.BytesIO(data), len(data), iso_path, rr_name=name.split("/")[-1], joliet_path="/" + name)
+        image = work / "guest.img.gz"
+        with open(image, "rb") as fp:
+            iso.add_fp(fp, image.stat().st_size, "/GUEST.IMG;1", rr_name="guest.img.gz", joliet_path="/guest.img.gz")
+            iso.add_eltorito("/ISOLINUX/ISOLINUX.BIN;1", bootcatfile="/ISOLINUX/BOOT.CAT;1", boot_load_size=4,
+                             boot_info_table=True)
+            partial = work / "installer.iso"
+            iso.write(str(partial))
+        iso.close()
+        partial.replace(out)
     return out

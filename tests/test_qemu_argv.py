@@ -53,3 +53,11 @@ def test_options_flow_through():
 def test_shell_line_round_trips():
     argv = build_argv(spec(disk="/my disks/it's.qcow2"))
     assert shlex.split(shell_line(argv)) == argv
+
+
+def test_install_media_boot_first_and_reboots_are_allowed():
+    argv = build_argv(spec(cdroms=("/isos/win 7,sp1.iso", "/b/provision.iso"), boot_cdrom=True, no_reboot=False))
+    assert "-no-reboot" not in argv
+    assert "virtio-blk-pci,drive=disk0,bootindex=1" in argv
+    assert "file=/isos/win 7,,sp1.iso,if=none,id=cd0,media=cdrom,readonly=on" in argv
+    assert "ide-cd,drive=cd0,bootindex=0" in argv and "ide-cd,drive=cd1" in argv

@@ -1,0 +1,228 @@
+"""``install-win7``: turn a Windows 7 ISO and the provisioning media into a test image.
+
+QEMU boots the installer CD with the provisioning CD beside it and a new
+qcow2 on virtio-blk. The run follows the ``AERO_PROVISION|...`` lines that
+provision.cmd writes to COM1, saves a screenshot every few minutes, and ends
+when provisioning reports DONE and the guest has shut down. The image is
+written under a temporary name and renamed only on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from harness.console import Console
+from harness.deadline import Deadline
+from harness.errors import HostError, UsageError
+from harness.exitcodes import ExitCode
+from harness.qemu import QemuProcess, choose_accel, find_qemu, qemu_img_for, qemu_version
+from harness.qemu_argv import QemuSpec, build_argv
+from harness.verdict import Verdict
+from harness.watcher import SerialWatcher
+
+PREFIX = "AERO_PROVISION|"
+POLL = 0.2
+SHUTDOWN_WAIT = 300.0  # provision.cmd shuts Windows down; this long it may take
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    iso: Path
+    media: Path
+    out: Path
+    size: str = "32G"
+    force: bool = False
+    timeout: float = 3 * 3600.0
+    memory: int = 2048
+    smp: int = 2
+    accel: str = "auto"
+    qemu_system: str = "qemu-system-x86_64"
+    screenshot_every: float = 300.0
+    qemu_args: Tuple[str, ...] = ()
+    artifacts: Path = field(default_factory=lambda: Path("artifacts") / time.strftime("install-%Y%m%d-%H%M%S"))
+
+    def validate(self) -> None:
+        for name, path in (("--iso", self.iso), ("--media", self.media)):
+            if not path.is_file():
+                raise UsageError(f"{name} {path} is not a file", hint="give the path of an ISO image")
+        if self.out.is_dir():
+            raise UsageError(f"--out {self.out} is a directory", hint="give the file name of the image to create")
+        if self.out.exists() and not self.force:
+            raise UsageError(f"--out {self.out} exists", hint="pass --force to overwrite it, or pick another name")
+        if not re.fullmatch(r"\d+(\.\d+)?[KMGT]?", self.size):
+            raise UsageError(f"--size {self.size!r} is not a size such as 32G")
+        if not self.timeout > 0 or not self.screenshot_every > 0:
+            raise UsageError("--timeout and --screenshot-every must be positive numbers of seconds")
+        if self.memory < 512:
+            raise UsageError(f"--memory is in MiB; Windows 7 needs at least 512, not {self.memory}")
+
+
+class _KvmBootError(Exception):
+    """KVM stopped the VM before the installer said anything (auto falls back to TCG)."""
+
+
+class Install:
+    def __init__(self, cfg: InstallConfig, console: Console) -> None:
+        self.cfg = cfg
+        self.console = console
+        self.lines: List[str] = []
+        self.screenshots: List[str] = []
+        self.started = time.monotonic()
+
+    def execute(self) -> Verdict:
+        cfg = self.cfg
+        cfg.validate()
+        qemu = find_qemu(cfg.qemu_system)
+        version = qemu_version(qemu)
+        qemu_img = qemu_img_for(qemu)
+        artifacts = cfg.artifacts
+        try:
+            artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HostError(f"cannot create the artifacts folder {artifacts}: {exc.strerror}") from exc
+        partial = cfg.out.with_name(cfg.out.name + ".partial")
+        accel = choose_accel(qemu, cfg.accel)
+        verdict: Optional[Verdict] = None
+        info: Dict[str, Any] = {"qemu": qemu, "qemu_version": version}
+        try:
+            try:
+                verdict = self._attempt(qemu, qemu_img, partial, accel, info)
+            except _KvmBootError:
+                self.console.info("KVM stopped the VM at boot; running again under TCG")
+                verdict = self._attempt(qemu, qemu_img, partial, "tcg", info)
+            if verdict.passed:
+                os.replace(partial, cfg.out)
+        except KeyboardInterrupt:
+            verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C or SIGTERM")
+        finally:
+            if partial.exists():
+                partial.unlink()  # a half-installed image is of no use
+            if verdict is not None:
+                self._write(artifacts, verdict, info)
+        return verdict
+
+    def _attempt(self, qemu: str, qemu_img: str, disk: Path, accel: str, info: Dict[str, Any]) -> Verdict:
+        cfg = self.cfg
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(disk), cfg.size],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise HostError(f"cannot create {disk}: {proc.stderr.strip()}")
+        serial = cfg.artifacts / "serial.log"
+        serial.write_bytes(b"")
+        with contextlib.ExitStack() as stack:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-install-")))
+            spec = QemuSpec(
+                qemu=qemu, disk=str(disk.resolve()), disk_format="qcow2", serial_log=str(serial.resolve()),
+                qmp_socket=str(scratch / "qmp.sock"), accel=accel, memory_mib=cfg.memory, smp=cfg.smp,
+                cdroms=(str(cfg.iso.resolve()), str(cfg.media.resolve())), boot_cdrom=True, no_reboot=False,
+                extra=cfg.qemu_args, name="aero-install",
+            )
+            argv = build_argv(spec)
+            info.update(argv=argv, accel=accel)
+            vm = stack.enter_context(QemuProcess(argv, cfg.artifacts / "qemu.log", scratch / "qmp.sock"))
+            watcher = SerialWatcher(serial)
+            stack.callback(watcher.close)
+            vm.resume()
+            return self._follow(vm, watcher, fallback_ok=cfg.accel == "auto" and accel == "kvm")
+
+    def _follow(self, vm: QemuProcess, watcher: SerialWatcher, fallback_ok: bool) -> Verdict:
+        cfg = self.cfg
+        deadline = Deadline(cfg.timeout)
+        next_shot = cfg.screenshot_every
+        while True:
+            for marker_line in self._new_lines(watcher):
+                if marker_line.startswith(PREFIX + "DONE"):
+                    self.console.info("provisioning reported DONE; waiting for the guest to shut down")
+                    return self._finish(vm)
+                if marker_line.startswith(PREFIX + "FAIL"):
+                    self._screenshot(vm, "failed")
+                    return Verdict(ExitCode.FAIL, "PROVISION_FAILED", marker_line[len(PREFIX):])
+            if not vm.alive():
+                return Verdict(ExitCode.QEMU_EXITED, "QEMU_EXITED",
+                               f"QEMU exited with code {vm.returncode} before provisioning reported DONE"
+                               f"; last line: {self.lines[-1] if self.lines else 'none'}")
+            state = vm.status()
+            if state == "internal-error":
+                if fallback_ok and not self.lines:
+                    raise _KvmBootError()
+                self._screenshot(vm, "internal-error")
+                return Verdict(ExitCode.QEMU_EXITED, "VM_INTERNAL_ERROR", "the VM stopped with an internal error")
+            if deadline.elapsed >= next_shot:
+                self._screenshot(vm, f"{int(deadline.elapsed // 60):04d}m")
+                next_shot += cfg.screenshot_every
+            if deadline.expired:
+                shot = self._screenshot(vm, "timeout")
+                return Verdict(ExitCode.TIMEOUT, "TIMEOUT",
+                               f"provisioning did not report DONE within {cfg.timeout:g} s; last line: "
+                               f"{self.lines[-1] if self.lines else 'none'}; last screenshot: {shot or 'none'}")
+            last = self.lines[-1] if self.lines else "Windows Setup running (no provisioning line yet)"
+            self.console.status(deadline.elapsed, cfg.timeout, last)
+            time.sleep(POLL)
+
+    def _new_lines(self, watcher: SerialWatcher) -> List[str]:
+        found = []
+        for line in watcher.read_lines():
+            if line.text.startswith(PREFIX):
+                self.lines.append(line.text)
+                elapsed = time.monotonic() - self.started
+                self.console.info(f"[{elapsed:7.1f}s] {line.text}")
+                found.append(line.text)
+        return found
+
+    def _finish(self, vm: QemuProcess) -> Verdict:
+        """Let the guest shut down by itself; ask it with ACPI if it does not; never cut the power first."""
+        if not _wait_exit(vm, SHUTDOWN_WAIT):
+            vm.command("system_powerdown")
+            if not _wait_exit(vm, 120):
+                self._screenshot(vm, "no-shutdown")
+                return Verdict(ExitCode.FAIL, "NO_SHUTDOWN",
+                               "provisioning finished but the guest did not shut down; the image may be inconsistent")
+        return Verdict(ExitCode.PASS, "PASS", f"provisioned image at {self.cfg.out}")
+
+    def _screenshot(self, vm: QemuProcess, label: str) -> Optional[str]:
+        path = self.cfg.artifacts / f"screen-{label}.png"
+        if vm.alive() and vm.screendump(path):
+            self.screenshots.append(path.name)
+            return str(path)
+        return None
+
+    def _write(self, artifacts: Path, verdict: Verdict, info: Dict[str, Any]) -> None:
+        document = {
+            "verdict": "PASS" if verdict.passed else "FAIL",
+            "exit_code": int(verdict.code),
+            "token": verdict.token,
+            "detail": verdict.detail,
+            "image": str(self.cfg.out) if verdict.passed else None,
+            "provision_lines": self.lines,
+            "screenshots": self.screenshots,
+            "seconds": round(time.monotonic() - self.started, 1),
+            **info,
+        }
+        (artifacts / "install.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+def _wait_exit(vm: QemuProcess, seconds: float) -> bool:
+    deadline = Deadline(seconds)
+    while vm.alive() and not deadline.expired:
+        time.sleep(0.2)
+    return not vm.alive()
+
+
+def run_install(cfg: InstallConfig, console: Console) -> ExitCode:
+    verdict = Install(cfg, console).execute()
+    console.verdict("PASS: " + verdict.detail if verdict.passed else verdict.line())
+    if not verdict.passed:
+        console.info(f"artifacts: {cfg.artifacts.resolve()}")
+    else:
+        console.info(f"next: invoke selftest --disk {cfg.out}")
+    return verdict.code

@@ -1,0 +1,91 @@
+"""install-win7 end to end, with the test guest playing the Windows installer.
+
+The installer CD boots the test guest's kernel with aero.scenario=installer; it
+finds the provisioning media by its marker file, checks provision.cmd and
+autounattend.xml, writes a bootable test guest onto the new disk, reports
+AERO_PROVISION|DONE on COM1 and powers off, as provision.cmd's shutdown does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import QEMU, ROOT, HarnessRun, qemu_pids, sha256
+
+
+def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def isos(guest_image, tmp_path_factory):
+    from images.testguest import build_installer_iso
+
+    root = tmp_path_factory.mktemp("install")
+    drivers = root / "drivers"
+    for name in ("aero_virtio_blk", "aero_virtio_net"):
+        (drivers / name).mkdir(parents=True)
+        (drivers / name / f"{name}.inf").write_text("[Version]\r\n")
+        (drivers / name / f"{name}.sys").write_bytes(b"MZ")
+    selftest = root / "aero-virtio-selftest.exe"
+    selftest.write_bytes(b"MZ")
+    media = root / "provision.iso"
+    proc = harness("provision-media", "--drivers", str(drivers), "--selftest", str(selftest), "--out", str(media))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return build_installer_iso(root / "installer.iso", guest_image), media
+
+
+def install(isos, out: Path, artifacts: Path, *extra: str) -> subprocess.CompletedProcess:
+    installer, media = isos
+    return harness("install-win7", "--iso", str(installer), "--media", str(media), "--out", str(out),
+                   "--accel", "tcg", "--qemu-system", QEMU, "--artifacts", str(artifacts), *extra)
+
+
+def test_install_then_selftest_passes(isos, tmp_path):
+    out = tmp_path / "win7.qcow2"
+    out.write_bytes(b"an old image")
+    proc = install(isos, out, tmp_path / "inst", "--force")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"PASS: provisioned image at {out}"
+    report = json.loads((tmp_path / "inst" / "install.json").read_text())
+    assert report["provision_lines"][0].startswith("AERO_PROVISION|START|media=")
+    assert "AERO_PROVISION|STEP|inf=aero_virtio_blk" in report["provision_lines"]
+    assert report["provision_lines"][-1] == "AERO_PROVISION|DONE"
+    assert not out.with_name(out.name + ".partial").exists()
+    assert qemu_pids(str(tmp_path / "inst")) == []
+    before = sha256(out)
+    run = HarnessRun(["--disk", str(out), "--accel", "tcg"], tmp_path / "selftest").finish()
+    assert run.code == 0, run.stdout + run.stderr
+    assert sha256(out) == before
+
+
+def test_existing_image_is_not_overwritten_without_force(isos, tmp_path):
+    out = tmp_path / "win7.qcow2"
+    out.write_bytes(b"keep me")
+    proc = install(isos, out, tmp_path / "inst")
+    assert proc.returncode == 4 and "--out" in proc.stdout and "--force" in proc.stderr
+    assert out.read_bytes() == b"keep me"
+
+
+def test_media_without_marker_is_a_provisioning_failure(isos, tmp_path):
+    installer, _ = isos
+    out = tmp_path / "win7.qcow2"
+    proc = install((installer, installer), out, tmp_path / "inst")
+    assert proc.returncode == 1 and "FAIL: PROVISION_FAILED: FAIL|reason=media_not_found" in proc.stdout
+    assert not out.exists()
+
+
+def test_timeout_leaves_a_screenshot_and_no_image(isos, tmp_path):
+    out = tmp_path / "win7.qcow2"
+    proc = install(isos, out, tmp_path / "inst", "--timeout", "3")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "FAIL: TIMEOUT: provisioning did not report DONE within 3 s" in proc.stdout
+    assert (tmp_path / "inst" / "screen-timeout.png").exists()
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    assert qemu_pids(str(tmp_path / "inst")) == []
