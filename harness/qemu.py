@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, Type
+from typing import Any, Dict, Optional, Sequence, Type
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -82,15 +82,6 @@ def qemu_version(qemu: str) -> str:
     if not match:
         raise HostError(f"{qemu} --version said something unexpected: {out.strip()[:200]}")
     return match.group(1)
-
-
-def device_properties(qemu: str, device: str) -> List[str]:
-    """The properties ``-device DEVICE,help`` lists; empty when the device does not exist."""
-    try:
-        out = _probe([qemu, "-nodefaults", "-machine", "none", "-device", f"{device},help"])
-    except HostError:
-        return []
-    return re.findall(r"^\s+([A-Za-z0-9_.-]+)=", out, re.MULTILINE)
 
 
 def supports_option(qemu: str, option: str) -> bool:

@@ -44,12 +44,16 @@ WANTED_MODULES = (
     "nls_ascii",
     "nls_utf8",
     "vfat",
-    "isofs",
+)
+# Wanted, not required: a kernel without them still makes a guest, without the
+# pvpanic crash report and without the installer scenario's CDs.
+OPTIONAL_MODULES = (
     # pvpanic lets a crash reach QEMU as a guest-panicked event when the
     # harness adds the device (-device pvpanic).
     "pvpanic_mmio",
     "pvpanic_pci",
     # The installer scenario reads CDs on the IDE controller.
+    "isofs",
     "ata_piix",
     "sr_mod",
 )
@@ -165,6 +169,13 @@ def kernel_packages(cache: PackageCache) -> List[str]:
         modules = re.search(r"(linux-modules-[0-9][^\s,(]*)", cache.field(image, "Depends"))
         if modules:
             packages.append(modules.group(1))
+            # Ubuntu keeps many file system and disk modules in linux-modules-extra.
+            extra = modules.group(1).replace("linux-modules-", "linux-modules-extra-", 1)
+            try:
+                cache.deb(extra)
+                packages.append(extra)
+            except BuildError:
+                log.info("no %s; going on without it", extra)
         return packages
     raise BuildError(
         f"no kernel package found ({', '.join(KERNEL_METAPACKAGES)}): {'; '.join(errors)}",
@@ -321,7 +332,15 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
         raise BuildError(f"no vmlinuz in {kpkgs[0]}")
     modules_dirs = [d for t in trees for d in (t / "lib" / "modules", t / "usr" / "lib" / "modules") if d.is_dir()]
     index = module_index(modules_dirs)
-    order = resolve_modules(index, WANTED_MODULES, builtin_modules(modules_dirs))
+    builtin = builtin_modules(modules_dirs)
+    optional = []
+    for name in OPTIONAL_MODULES:
+        try:
+            resolve_modules(index, [name], builtin)
+            optional.append(name)
+        except BuildError as exc:
+            log.warning("leaving out %s: %s", name, exc)
+    order = resolve_modules(index, [*WANTED_MODULES, *optional], builtin)
     busybox = busybox_binary(cache)
     initrd = build_initramfs(index, order, busybox)
 
