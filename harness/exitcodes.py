@@ -20,7 +20,8 @@ class ExitCode(enum.IntEnum):
     SSH_UNREACHABLE = 10  # no TCP/SSH connection: refused, timed out, unknown name
     SSH_AUTH_FAILED = 11  # the server refused every key
     SSH_HOST_KEY = 12  # unknown host key (not accepted) or a changed one
-    REMOTE_MISSING = 13  # the host lacks Python 3.9+ or QEMU
-    REMOTE_ERROR = 14  # another failure on the host: upload, install, fetching artifacts
+    REMOTE_NO_PYTHON = 13  # the host lacks Python 3.9 or newer
+    REMOTE_NO_QEMU = 14  # the host lacks the QEMU binary
+    REMOTE_ERROR = 15  # another failure on the host: upload, install, fetching artifacts
     INTERNAL_ERROR = 70  # a bug in the harness (EX_SOFTWARE); details with -v
     INTERRUPTED = 130  # Ctrl-C or SIGTERM

@@ -57,9 +57,14 @@ class SSHHostKeyError(HarnessError):
     token = "SSH_HOST_KEY"
 
 
-class RemoteMissingError(HarnessError):
-    exit_code = ExitCode.REMOTE_MISSING
-    token = "REMOTE_MISSING"
+class RemoteNoPythonError(HarnessError):
+    exit_code = ExitCode.REMOTE_NO_PYTHON
+    token = "REMOTE_NO_PYTHON"
+
+
+class RemoteNoQemuError(HarnessError):
+    exit_code = ExitCode.REMOTE_NO_QEMU
+    token = "REMOTE_NO_QEMU"
 
 
 class RemoteError(HarnessError):
@@ -332,18 +337,18 @@ def _run(conn: Any, command: str, **kwargs: Any) -> Any:
 
 
 def check_host(conn: Any, host: str, opts: RemoteOptions) -> str:
-    """The remote home folder; RemoteMissingError when Python 3.9+ or QEMU is not there."""
+    """The remote home folder; an error of its own when Python 3.9+ or QEMU is not there."""
     py = shlex.quote(opts.remote_python)
     probe = _run(conn, f"{py} -c 'import sys, os; print(sys.version_info >= (3, 9)); print(os.path.expanduser(\"~\"))'")
     lines = probe.stdout.split()
     if probe.exited != 0 or not lines or lines[0] != "True":
-        raise RemoteMissingError(
+        raise RemoteNoPythonError(
             f"{host}: no Python 3.9 or newer as {opts.remote_python!r} on the host",
             hint="install python3 there (apt-get install python3), or name it with --remote-python",
         )
     qemu = _run(conn, f"command -v {shlex.quote(opts.qemu_system)}")
     if qemu.exited != 0:
-        raise RemoteMissingError(
+        raise RemoteNoQemuError(
             f"{host}: {opts.qemu_system} is not installed on the host",
             hint="apt-get install qemu-system-x86 qemu-utils there, or name a binary with --qemu-system",
         )

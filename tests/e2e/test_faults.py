@@ -188,11 +188,11 @@ class HostileClient:
 
 
 def test_hostile_http_client_does_not_change_the_verdict(tmp_path, selftest):
-    port = 38180
+    port = 27180
     client = HostileClient(port, seconds=25)
     result: List = []
     thread = threading.Thread(target=lambda: result.append(
-        selftest(*TCG, "--http-port", str(port), "--udp-port", "38181", artifacts=tmp_path / "a")))
+        selftest(*TCG, "--http-port", str(port), "--udp-port", "27181", artifacts=tmp_path / "a")))
     thread.start()
     wait_for(lambda: (tmp_path / "a" / "qemu.log").exists(), what="QEMU started")
     client.start()

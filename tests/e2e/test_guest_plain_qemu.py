@@ -12,10 +12,13 @@ import pytest
 from harness.hostsvc import HostServices
 from tests.e2e.conftest import QEMU
 
+# Fixed test ports sit below Linux's ephemeral range (32768-60999), where an outgoing
+# connection could be holding them.
+
 EXPECTED_PASS = [
     b"AERO_VIRTIO_SELFTEST|START|version=1\r\n",
-    b"AERO_VIRTIO_SELFTEST|CONFIG|http_url=http://10.0.2.2:38080/aero-virtio-selftest|"
-    b"http_url_large=http://10.0.2.2:38080/aero-virtio-selftest-large|udp_port=38081|",
+    b"AERO_VIRTIO_SELFTEST|CONFIG|http_url=http://10.0.2.2:27080/aero-virtio-selftest|"
+    b"http_url_large=http://10.0.2.2:27080/aero-virtio-selftest-large|udp_port=27081|",
     b"AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|write_ok=1|write_bytes=4194304|flush_ok=1|read_ok=1|read_bytes=4194304\r\n",
     b"AERO_VIRTIO_SELFTEST|TEST|virtio-net|PASS|large_ok=1|large_bytes=1048576|"
     b"large_fnv1a64=0x8505ae4435522325|upload_ok=1|upload_bytes=1048576\r\n",
@@ -33,10 +36,10 @@ def boot(guest_image, tmp_path, scenario):
         "-chardev", f"file,id=c0,path={serial}", "-serial", "chardev:c0",
         "-fw_cfg", "name=opt/aero/scenario,string=" + scenario,
         "-fw_cfg", "name=opt/aero/poweroff,string=1",
-        "-fw_cfg", "name=opt/aero/http_url,string=http://10.0.2.2:38080/aero-virtio-selftest",
-        "-fw_cfg", "name=opt/aero/udp_port,string=38081",
+        "-fw_cfg", "name=opt/aero/http_url,string=http://10.0.2.2:27080/aero-virtio-selftest",
+        "-fw_cfg", "name=opt/aero/udp_port,string=27081",
     ]
-    with HostServices(38080, 38081, "/aero-virtio-selftest") as services:
+    with HostServices(27080, 27081, "/aero-virtio-selftest") as services:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
         requests = services.requests
     assert proc.returncode == 0, proc.stderr

@@ -129,12 +129,14 @@ def test_missing_qemu_on_the_host(world, server, tmp_path):
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
             "--host", "kvm01", "--qemu-system", "qemu-system-nonexistent", "--artifacts", str(tmp_path / "a")]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 13 and "is not installed on the host" in proc.stdout
+    assert proc.returncode == 14 and "FAIL: REMOTE_NO_QEMU: " in proc.stdout
+    assert "is not installed on the host" in proc.stdout
 
 
 def test_missing_python_on_the_host(world, server, tmp_path):
     proc = remote(world, "--host", "kvm01", "--remote-python", "python3.0-nonexistent", artifacts=tmp_path / "a")
-    assert proc.returncode == 13 and "no Python 3.9 or newer" in proc.stdout
+    assert proc.returncode == 13 and "FAIL: REMOTE_NO_PYTHON: " in proc.stdout
+    assert "no Python 3.9 or newer" in proc.stdout
 
 
 REMOTE_RUNS = ".cache/aero-virtio-harness/runs"
