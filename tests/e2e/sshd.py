@@ -62,7 +62,10 @@ class SSHServer:
         return f"{name} {kind} {b64}\n"
 
     def start(self) -> SSHServer:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        try:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        except OSError:
+            pass  # not root: the system's sshd package or service made it, or sshd says what is missing
         argv: List[str] = [SSHD, "-D", "-e", "-f", str(self.config)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
