@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
+from harness.errors import HostError
 from harness.markers import Marker
 from harness.verdict import Verdict
 
@@ -84,6 +85,20 @@ def junit_xml(verdict: Verdict, tests: List[Marker], required: Iterable[str], se
     root.append(suite)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data
+
+
+def prepare_artifacts(path: Path) -> Path:
+    """The run's artifacts folder, created and proven writable before anything starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HostError(
+            f"cannot write the artifacts folder {path}: {exc.strerror}", hint="pick a writable folder with --artifacts"
+        ) from exc
+    return path.resolve()
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

@@ -251,13 +251,12 @@ def watcher_memory(work: Path, sizes_mib: Sequence[int], log: Callable[[str], No
                                  stdout=subprocess.PIPE, text=True)
         _write_noise(log_path, size)
         out, _ = child.communicate(timeout=900)
-        verdict, read, maxrss_kib = out.split()[-3:]
+        _, read, maxrss_kib = out.split()[-3:]
         if not out.startswith("PASS"):
             raise RuntimeError(f"the watcher did not pass on the noisy log: {out}")
         peaks[size] = int(maxrss_kib) / 1024
         log(f"  {size} MiB of noise: peak RSS {peaks[size]:.1f} MiB, read {int(read) / 2**20:.0f} MiB")
         log_path.unlink()
-        del verdict
     largest = max(sizes_mib)
     figures.append(Figure(
         f"peak memory, serial watch over {largest} MiB of noise", peaks[largest], "MiB", "<= 64",

@@ -319,8 +319,9 @@ def cmd_selftest(args: argparse.Namespace, console: Console) -> int:
     return int(run_selftest(config_from_args(args), console).exit_code)
 
 
-def remote_options(args: argparse.Namespace) -> RemoteOptions:
+def remote_options(args: argparse.Namespace, console: Console) -> RemoteOptions:
     from harness.remote import RemoteOptions
+    from harness.runner import default_test_guest
 
     if not args.snapshot:
         raise UsageError("--no-snapshot is not allowed with remote-selftest: the remote base image is never written")
@@ -328,11 +329,7 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions:
         raise UsageError("give --disk (a local image to upload) or --remote-disk (one on the host), not both")
     disk = args.disk
     if disk is None and args.remote_disk is None:
-        try:
-            from images import testguest
-        except ImportError as exc:
-            raise UsageError("no --disk or --remote-disk given, and the test guest builder is not here") from exc
-        disk = testguest.ensure()
+        disk = default_test_guest(console)
     if disk is not None:
         check_disk(disk)
     config_from_args(args).validate()
@@ -353,7 +350,7 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions:
 def cmd_remote_selftest(args: argparse.Namespace, console: Console) -> int:
     from harness.remote import run_remote, summary_table, worst
 
-    opts = remote_options(args)
+    opts = remote_options(args, console)
     outcomes = run_remote(opts, console.out, console.err)
     if len(outcomes) > 1:
         console.info("")
@@ -381,14 +378,11 @@ def cmd_build_test_guest(args: argparse.Namespace, console: Console) -> int:
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from harness.bench import DEFAULT_OUT, run_bench
     from harness.qemu import find_qemu
+    from harness.runner import default_test_guest
 
-    try:
-        from images import testguest
-    except ImportError as exc:
-        raise UsageError("bench runs on the test guest, and its builder (images/) is not here") from exc
     if args.pairs < 1 or args.wait_seconds <= 0:
         raise UsageError("--pairs must be at least 1 and --wait-seconds positive")
-    run_bench(testguest.ensure(), find_qemu(args.qemu_system), args.out or DEFAULT_OUT, args.pairs,
+    run_bench(default_test_guest(console), find_qemu(args.qemu_system), args.out or DEFAULT_OUT, args.pairs,
               args.wait_seconds, args.log_mib or [64, 256, 1024], console.out)
     return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import socket
 import socketserver
 import threading
 from dataclasses import dataclass
@@ -34,13 +33,7 @@ REQUEST_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 
 
-def fnv1a64(data: bytes) -> int:
-    value = 0xCBF29CE484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
+# FNV-1a 64 of LARGE_BODY (tests/test_hostsvc.py computes it).
 LARGE_ETAG = '"8505ae4435522325"'
 
 
@@ -234,12 +227,3 @@ class HostServices:
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
         self.close()
-
-
-def port_is_free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((BIND_HOST, port))
-        except OSError:
-            return False
-    return True

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from harness.artifacts import prepare_artifacts
 from harness.console import Console
 from harness.deadline import Deadline
 from harness.errors import HostError, UsageError
 from harness.exitcodes import ExitCode
-from harness.qemu import QemuProcess, choose_accel, find_qemu, qemu_img_for, qemu_version
+from harness.qemu import KvmBootError, QemuProcess, find_qemu, qemu_img_for, qemu_version, with_accel_fallback
 from harness.qemu_argv import QemuSpec, build_argv
 from harness.verdict import Verdict
 from harness.watcher import SerialWatcher
@@ -66,10 +67,6 @@ class InstallConfig:
             raise UsageError(f"--memory is in MiB; Windows 7 needs at least 512, not {self.memory}")
 
 
-class _KvmBootError(Exception):
-    """KVM stopped the VM before the installer said anything (auto falls back to TCG)."""
-
-
 class Install:
     def __init__(self, cfg: InstallConfig, console: Console) -> None:
         self.cfg = cfg
@@ -84,21 +81,16 @@ class Install:
         qemu = find_qemu(cfg.qemu_system)
         version = qemu_version(qemu)
         qemu_img = qemu_img_for(qemu)
-        artifacts = cfg.artifacts
-        try:
-            artifacts.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HostError(f"cannot create the artifacts folder {artifacts}: {exc.strerror}") from exc
+        artifacts = prepare_artifacts(cfg.artifacts)
         partial = cfg.out.with_name(cfg.out.name + ".partial")
-        accel = choose_accel(qemu, cfg.accel)
         verdict: Optional[Verdict] = None
         info: Dict[str, Any] = {"qemu": qemu, "qemu_version": version}
         try:
-            try:
-                verdict = self._attempt(qemu, qemu_img, partial, accel, info)
-            except _KvmBootError:
-                self.console.info("KVM stopped the VM at boot; running again under TCG")
-                verdict = self._attempt(qemu, qemu_img, partial, "tcg", info)
+            verdict = with_accel_fallback(
+                qemu, cfg.accel,
+                lambda accel, may_fall_back: self._attempt(qemu, qemu_img, partial, accel, may_fall_back, info),
+                lambda: self.console.info("KVM stopped the VM at boot; running again under TCG"),
+            )
             if verdict.passed:
                 os.replace(partial, cfg.out)
         except KeyboardInterrupt:
@@ -110,7 +102,9 @@ class Install:
                 self._write(artifacts, verdict, info)
         return verdict
 
-    def _attempt(self, qemu: str, qemu_img: str, disk: Path, accel: str, info: Dict[str, Any]) -> Verdict:
+    def _attempt(
+        self, qemu: str, qemu_img: str, disk: Path, accel: str, may_fall_back: bool, info: Dict[str, Any]
+    ) -> Verdict:
         cfg = self.cfg
         disk.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(disk), cfg.size],
@@ -133,9 +127,9 @@ class Install:
             watcher = SerialWatcher(serial)
             stack.callback(watcher.close)
             vm.resume()
-            return self._follow(vm, watcher, fallback_ok=cfg.accel == "auto" and accel == "kvm")
+            return self._follow(vm, watcher, may_fall_back)
 
-    def _follow(self, vm: QemuProcess, watcher: SerialWatcher, fallback_ok: bool) -> Verdict:
+    def _follow(self, vm: QemuProcess, watcher: SerialWatcher, may_fall_back: bool) -> Verdict:
         cfg = self.cfg
         deadline = Deadline(cfg.timeout)
         next_shot = cfg.screenshot_every
@@ -153,8 +147,8 @@ class Install:
                                f"; last line: {self.lines[-1] if self.lines else 'none'}")
             state = vm.status()
             if state == "internal-error":
-                if fallback_ok and not self.lines:
-                    raise _KvmBootError()
+                if may_fall_back and not self.lines:
+                    raise KvmBootError()
                 self._screenshot(vm, "internal-error")
                 return Verdict(ExitCode.QEMU_EXITED, "VM_INTERNAL_ERROR", "the VM stopped with an internal error")
             if deadline.elapsed >= next_shot:
@@ -171,13 +165,15 @@ class Install:
 
     def _new_lines(self, watcher: SerialWatcher) -> List[str]:
         found = []
-        for line in watcher.read_lines():
-            if line.text.startswith(PREFIX):
-                self.lines.append(line.text)
-                elapsed = time.monotonic() - self.started
-                self.console.info(f"[{elapsed:7.1f}s] {line.text}")
-                found.append(line.text)
-        return found
+        while True:
+            for line in watcher.read_lines():
+                if line.text.startswith(PREFIX):
+                    self.lines.append(line.text)
+                    elapsed = time.monotonic() - self.started
+                    self.console.info(f"[{elapsed:7.1f}s] {line.text}")
+                    found.append(line.text)
+            if not watcher.more:
+                return found
 
     def _finish(self, vm: QemuProcess) -> Verdict:
         """Let the guest shut down by itself; ask it with ACPI if it does not; never cut the power first."""

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Optional, Sequence, Type
+from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar
 
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
@@ -332,3 +332,26 @@ def choose_accel(qemu: str, accel: str) -> str:
     if accel != "auto":
         return accel
     return "kvm" if kvm_works(qemu) else "tcg"
+
+
+class KvmBootError(Exception):
+    """Raised by an attempt whose KVM, chosen by ``auto``, stopped the VM before the guest said anything."""
+
+
+T = TypeVar("T")
+
+
+def with_accel_fallback(
+    qemu: str, requested: str, attempt: Callable[[str, bool], T], on_fallback: Callable[[], None]
+) -> T:
+    """Run ``attempt(accel, may_fall_back)``; when it raises KvmBootError, run it again under TCG.
+
+    KVM can pass the start-up probe and still fail at the guest's first mode
+    switch, so ``auto`` settles only once the guest has run a little.
+    """
+    accel = choose_accel(qemu, requested)
+    try:
+        return attempt(accel, requested == "auto" and accel == "kvm")
+    except KvmBootError:
+        on_fallback()
+        return attempt("tcg", False)

@@ -20,24 +20,25 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness import __version__
-from harness.artifacts import junit_xml, result_document, write_json
+from harness.artifacts import junit_xml, prepare_artifacts, result_document, write_json
 from harness.config import SelftestConfig, check_disk
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.errors import HarnessError, HostError, UsageError
+from harness.errors import HarnessError, UsageError
 from harness.exitcodes import ExitCode
 from harness.hostsvc import HostServices
 from harness.lines import Line
 from harness.markers import Marker, parse
 from harness.qemu import (
+    KvmBootError,
     QemuProcess,
-    choose_accel,
     create_overlay,
     disk_info,
     find_qemu,
     qemu_img_for,
     qemu_version,
     supports_option,
+    with_accel_fallback,
 )
 from harness.qemu_argv import QemuSpec, build_argv, shell_line
 from harness.verdict import Tracker, Verdict, timeout_verdict, vm_gone_verdict
@@ -66,10 +67,6 @@ class RunOutcome:
         return self.verdict.code
 
 
-class KvmBootError(Exception):
-    """KVM chosen by --accel auto stopped the VM before the guest said anything."""
-
-
 def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     """Host settings offered to guests that read fw_cfg (the test guest does;
     a Windows guest has its own baked in and ignores these)."""
@@ -79,10 +76,8 @@ def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     ]
 
 
-def resolve_disk(cfg: SelftestConfig, console: Console) -> Path:
-    if cfg.disk is not None:
-        check_disk(cfg.disk)
-        return cfg.disk
+def default_test_guest(console: Console) -> Path:
+    """The built-in test guest, built first when missing or out of date."""
     try:
         from images import testguest
     except ImportError as exc:
@@ -95,17 +90,11 @@ def resolve_disk(cfg: SelftestConfig, console: Console) -> Path:
     return testguest.ensure()
 
 
-def prepare_artifacts(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise HostError(
-            f"cannot write the artifacts folder {path}: {exc.strerror}", hint="pick a writable folder with --artifacts"
-        ) from exc
-    return path.resolve()
+def resolve_disk(cfg: SelftestConfig, console: Console) -> Path:
+    if cfg.disk is not None:
+        check_disk(cfg.disk)
+        return cfg.disk
+    return default_test_guest(console)
 
 
 def config_mismatch(cfg: SelftestConfig, config: Marker) -> Optional[str]:
@@ -159,16 +148,19 @@ class Run:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-run-")))
             services = stack.enter_context(HostServices(cfg.http_port, cfg.udp_port, cfg.http_path))
             self._mark("services_up")
-            accel = choose_accel(qemu, cfg.accel)
+
+
+            def fallback() -> None:
+                self.console.info("KVM stopped the VM with an internal error at boot; running again under TCG")
+                self.notes.append("KVM failed at boot (internal-error); fell back to TCG")
+                os.replace(artifacts / "serial.log", artifacts / "serial-kvm-attempt.log")
+                self.tracker = Tracker(cfg.require_tests)
+
             try:
-                try:
-                    verdict = self._attempt(qemu, qemu_img, base, scratch, accel)
-                except KvmBootError:
-                    self.console.info("KVM stopped the VM with an internal error at boot; running again under TCG")
-                    self.notes.append("KVM failed at boot (internal-error); fell back to TCG")
-                    os.replace(artifacts / "serial.log", artifacts / "serial-kvm-attempt.log")
-                    self.tracker = Tracker(cfg.require_tests)
-                    verdict = self._attempt(qemu, qemu_img, base, scratch, "tcg")
+                verdict = with_accel_fallback(
+                    qemu, cfg.accel, lambda accel, may_fall_back: self._attempt(
+                        qemu, qemu_img, base, scratch, accel, may_fall_back), fallback,
+                )
             except KeyboardInterrupt:
                 verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C or SIGTERM")
             except HarnessError as exc:
@@ -214,7 +206,9 @@ class Run:
             self.console.info("note: --accel auto is settled at run time (KVM if it runs guest code here, else TCG)")
         return RunOutcome(Verdict(ExitCode.PASS, "DRY_RUN", "nothing was started"), None)
 
-    def _attempt(self, qemu: str, qemu_img: str, base: Any, scratch: Path, accel: str) -> Verdict:
+    def _attempt(
+        self, qemu: str, qemu_img: str, base: Any, scratch: Path, accel: str, may_fall_back: bool
+    ) -> Verdict:
         cfg = self.cfg
         serial = self.artifacts / "serial.log"
         serial.write_bytes(b"")
@@ -239,7 +233,7 @@ class Run:
             self._mark("qemu_started")
             vm.resume()
             deadline = Deadline(cfg.timeout)
-            verdict = self._watch(vm, watcher, deadline, fallback_ok=(cfg.accel == "auto" and accel == "kvm"))
+            verdict = self._watch(vm, watcher, deadline, may_fall_back)
             self._mark("verdict")
             if not verdict.passed and vm.alive():
                 if vm.screendump(self.artifacts / "screen.png"):
@@ -248,7 +242,7 @@ class Run:
         self.qemu_info["exit_code"] = vm.returncode
         return verdict
 
-    def _watch(self, vm: QemuProcess, watcher: SerialWatcher, deadline: Deadline, fallback_ok: bool) -> Verdict:
+    def _watch(self, vm: QemuProcess, watcher: SerialWatcher, deadline: Deadline, may_fall_back: bool) -> Verdict:
         cfg = self.cfg
         next_status = 0.0
         while True:
@@ -267,7 +261,7 @@ class Run:
                 next_status = now + STATUS_POLL
                 state = vm.status()
                 if state in DEAD_STATES:
-                    if state == "internal-error" and fallback_ok and self.tracker.last is None:
+                    if state == "internal-error" and may_fall_back and self.tracker.last is None:
                         raise KvmBootError()
                     token, what = DEAD_STATES[state]
                     self._consume(watcher)

@@ -14,7 +14,7 @@ earlier run reported no longer counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from harness.exitcodes import ExitCode
 from harness.markers import PREFIX, Marker
@@ -79,9 +79,6 @@ class Tracker:
             self.result = marker
             return judge(marker, self.tests, self.required)
         return None
-
-    def failing(self) -> List[Marker]:
-        return [m for m in self.tests.values() if m.status == "FAIL"]
 
     def summary(self) -> str:
         seen = ", ".join(f"{m.name}={m.status}" for m in self.tests.values())

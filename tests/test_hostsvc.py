@@ -7,9 +7,16 @@ import socket
 import pytest
 
 from harness.errors import HostError
-from harness.hostsvc import LARGE_BODY, LARGE_ETAG, LARGE_SHA256, HostServices, fnv1a64
+from harness.hostsvc import LARGE_BODY, LARGE_ETAG, LARGE_SHA256, HostServices
 
 PATH = "/aero-virtio-selftest"
+
+
+def fnv1a64(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
 
 
 @pytest.fixture

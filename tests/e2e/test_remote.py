@@ -195,9 +195,7 @@ def test_two_hosts_in_parallel_with_a_summary(world, tmp_path):
                                 netns=host.name).start()
                 servers.append(srv)
                 world.alias(name, srv)
-            started = time.monotonic()
             proc = remote(world, "--host", "kvm-a", "--host", "kvm-b", *TCG, artifacts=tmp_path / "a")
-            elapsed = time.monotonic() - started
         finally:
             for srv in servers:
                 srv.stop()
@@ -208,4 +206,3 @@ def test_two_hosts_in_parallel_with_a_summary(world, tmp_path):
     assert "kvm-a" in table and "kvm-b" in table and "PASS" in table
     for name in ("kvm-a", "kvm-b"):
         assert (tmp_path / "a" / name / "result.json").exists()
-    del elapsed
