@@ -2,39 +2,52 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
 
+from harness import options
 from harness.errors import UsageError
-from harness.verdict import DEFAULT_REQUIRED
+from harness.options import ACCELS as ACCELS  # their home was here: kept importable from here
+from harness.options import DEFAULT_HTTP_PATH as DEFAULT_HTTP_PATH
 
-ACCELS = ("auto", "kvm", "tcg", "hvf", "whpx", "xen", "nvmm")
-DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
+# The guest reaches the host's services at this address (QEMU user networking).
+GUEST_HOST = "10.0.2.2"
 
 
 def default_artifacts() -> Path:
     return Path("artifacts") / time.strftime("selftest-%Y%m%d-%H%M%S")
 
 
+def guest_http_url(http_port: int, http_path: str) -> str:
+    """The URL a guest GETs for the host's HTTP endpoint."""
+    return f"http://{GUEST_HOST}:{http_port}{http_path}"
+
+
+_default = functools.partial(options.default, "selftest")
+
+
 @dataclass(frozen=True)
 class SelftestConfig:
-    disk: Optional[Path] = None
-    qemu_system: str = "qemu-system-x86_64"
-    timeout: float = 600.0
-    http_port: int = 18080
-    udp_port: int = 18081
-    http_path: str = DEFAULT_HTTP_PATH
-    memory: int = 2048
-    smp: int = 2
-    accel: str = "auto"
-    snapshot: bool = True
-    follow_serial: bool = False
-    dry_run: bool = False
-    require_tests: Tuple[str, ...] = DEFAULT_REQUIRED
-    qemu_args: Tuple[str, ...] = ()
+    """The settings of one run; the defaults are the options' (harness/options.py)."""
+
+    disk: Optional[Path] = _default("disk")
+    qemu_system: str = _default("qemu_system")
+    timeout: float = _default("timeout")
+    http_port: int = _default("http_port")
+    udp_port: int = _default("udp_port")
+    http_path: str = _default("http_path")
+    memory: int = _default("memory")
+    smp: int = _default("smp")
+    accel: str = _default("accel")
+    snapshot: bool = _default("snapshot")
+    follow_serial: bool = _default("follow_serial")
+    dry_run: bool = _default("dry_run")
+    require_tests: Tuple[str, ...] = _default("require_test")
+    qemu_args: Tuple[str, ...] = _default("qemu_arg")
     artifacts: Path = field(default_factory=default_artifacts)
 
     def validate(self) -> None:

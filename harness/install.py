@@ -10,6 +10,7 @@ written under a temporary name and renamed only on success.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from harness import options
 from harness.artifacts import prepare_artifacts
 from harness.console import Console
 from harness.deadline import Deadline
@@ -35,20 +37,25 @@ POLL = 0.2
 SHUTDOWN_WAIT = 300.0  # provision.cmd shuts Windows down; this long it may take
 
 
+_default = functools.partial(options.default, "install_win7")
+
+
 @dataclass(frozen=True)
 class InstallConfig:
+    """The settings of one install; the defaults are the options' (harness/options.py)."""
+
     iso: Path
     media: Path
     out: Path
-    size: str = "32G"
-    force: bool = False
-    timeout: float = 3 * 3600.0
-    memory: int = 2048
-    smp: int = 2
-    accel: str = "auto"
-    qemu_system: str = "qemu-system-x86_64"
-    screenshot_every: float = 300.0
-    qemu_args: Tuple[str, ...] = ()
+    size: str = _default("size")
+    force: bool = _default("force")
+    timeout: float = _default("timeout")
+    memory: int = _default("memory")
+    smp: int = _default("smp")
+    accel: str = _default("accel")
+    qemu_system: str = _default("qemu_system")
+    screenshot_every: float = _default("screenshot_every")
+    qemu_args: Tuple[str, ...] = _default("qemu_arg")
     artifacts: Path = field(default_factory=lambda: Path("artifacts") / time.strftime("install-%Y%m%d-%H%M%S"))
 
     def validate(self) -> None:

@@ -15,15 +15,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from harness.config import guest_http_url
 from harness.errors import UsageError
+from harness.options import default
 
 MARKER = "AERO_PROVISION.TAG"
 TASK_NAME = "AeroVirtioSelftest"
 SELFTEST_DIR = "C:\\AeroTests"
 SELFTEST_NAME = "aero-virtio-selftest.exe"
 LOG_PATH = "C:\\aero-win7-provision.log"
-DEFAULT_INFS = ("aero_virtio_blk", "aero_virtio_net")
-DEFAULT_UDP_PORT = 18081
+DEFAULT_INFS: Tuple[str, ...] = default("provision_media", "inf")
+DEFAULT_UDP_PORT: int = default("selftest", "udp_port")
 # Drive letters a CD can get in WinPE and in the installed system.
 DRIVE_LETTERS = "DEFGHIJKLMNOPQRSTUVWXYZ"
 # Serial lines provisioning writes on COM1; install-win7 follows them.
@@ -36,19 +38,22 @@ CMD_SPECIAL = set('&|<>^%!"\r\n')
 
 @dataclass(frozen=True)
 class GuestSettings:
-    """What the guest's scheduled task is given: the same settings the harness serves."""
+    """What the guest's scheduled task is given: the same settings the harness serves.
 
-    http_url: str = "http://10.0.2.2:18080/aero-virtio-selftest"
+    The defaults are the options' (harness/options.py).
+    """
+
+    http_url: str = guest_http_url(default("selftest", "http_port"), default("selftest", "http_path"))
     udp_port: int = DEFAULT_UDP_PORT
-    dns_host: str = "host.lan"
-    blk_root: Optional[str] = None
-    test_switches: Tuple[str, ...] = ()
-    test_signing: bool = True
+    dns_host: str = default("provision_media", "dns_host")
+    blk_root: Optional[str] = default("provision_media", "blk_root")
+    test_switches: Tuple[str, ...] = default("provision_media", "test_switch")
+    test_signing: bool = default("provision_media", "test_signing")
     infs: Tuple[str, ...] = DEFAULT_INFS
-    arch: str = "amd64"
-    admin_password: str = "Aero-Test-1"
-    computer_name: str = "AERO-WIN7"
-    product_key: Optional[str] = field(default=None, repr=False)
+    arch: str = default("provision_media", "arch")
+    admin_password: str = default("provision_media", "admin_password")
+    computer_name: str = default("provision_media", "computer_name")
+    product_key: Optional[str] = field(default=default("provision_media", "product_key"), repr=False)
 
     def validate(self) -> None:
         for name, value in (("--http-url", self.http_url), ("--dns-host", self.dns_host),
