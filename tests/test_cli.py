@@ -37,7 +37,7 @@ def test_usage_errors(args, message):
 
 def test_unknown_option_is_a_usage_error():
     proc = harness("selftest", "--no-such-option")
-    assert proc.returncode == 4 and "unrecognized arguments" in proc.stderr
+    assert proc.returncode == 4 and "FAIL: USAGE: unknown option --no-such-option" in proc.stdout
 
 
 def test_qemu_not_installed_is_a_host_error():
@@ -60,3 +60,27 @@ def test_corrupt_qcow2_is_a_usage_error(tmp_path):
     proc = harness("selftest", "--disk", str(disk), "--artifacts", str(tmp_path / "a"))
     assert proc.returncode == 4 and "is not a disk image QEMU can read" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_suggests_the_nearest():
+    proc = harness("selftest", "--timout", "5")
+    assert proc.returncode == 4
+    assert proc.stdout == "FAIL: USAGE: unknown option --timout for python -m harness selftest\n"
+    assert "hint: did you mean --timeout?" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--memory", "lots"], "FAIL: USAGE: --memory: 'lots' is not a whole number"),
+    (["--accel", "kmv"], "FAIL: USAGE: --accel: 'kmv' is not one of auto, kvm, tcg, hvf, whpx, xen, nvmm "
+                         "(did you mean kvm?)"),
+    (["extra"], "FAIL: USAGE: python -m harness selftest takes no argument 'extra'"),
+])
+def test_bad_values_are_usage_errors(args, message):
+    proc = harness("selftest", *args)
+    assert proc.returncode == 4 and proc.stdout == message + "\n"
+    assert "error:" not in proc.stderr
+
+
+def test_missing_required_option_is_a_usage_error():
+    proc = harness("provision-media", "--selftest", "x.exe")
+    assert proc.returncode == 4 and "FAIL: USAGE: the following arguments are required: --drivers" in proc.stdout

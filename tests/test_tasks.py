@@ -1,10 +1,13 @@
-"""The Invoke front: settings from the command line, invoke.yaml and INVOKE_SELFTEST_* reach the harness."""
+"""The Invoke front: settings from the command line, invoke.yaml and INVOKE_SELFTEST_* reach the harness;
+mistakes are usage errors (exit 4) wherever they are made."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,3 +49,80 @@ def test_exit_code_comes_through_invoke():
     proc = invoke("selftest", "--disk", "/nonexistent.qcow2")
     assert proc.returncode == 4 and "FAIL: USAGE: --disk /nonexistent.qcow2 does not exist" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_a_flag_given_wins_over_the_configuration_even_at_its_default(tmp_path):
+    config = tmp_path / "invoke.yaml"
+    config.write_text("selftest:\n  snapshot: false\n  follow_serial: true\n")
+    argv = dry_run_argv(invoke("-f", str(config), "selftest", "--dry-run", "--accel", "tcg"))
+    assert not any("overlay.qcow2" in a for a in argv)
+    argv = dry_run_argv(invoke("-f", str(config), "selftest", "--dry-run", "--accel", "tcg", "--snapshot"))
+    assert any(a.startswith("file=<scratch>/overlay.qcow2,") for a in argv)
+
+
+def test_unknown_flag_is_a_usage_error_with_the_nearest_option():
+    proc = invoke("selftest", "--timout", "5")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stdout == "FAIL: USAGE: unknown option --timout for invoke selftest\n"
+    assert "hint: did you mean --timeout?" in proc.stderr
+
+
+def test_unknown_task_is_a_usage_error():
+    proc = invoke("selftst")
+    assert proc.returncode == 4 and "FAIL: USAGE: no task named 'selftst'" in proc.stdout
+    assert "did you mean selftest?" in proc.stderr
+
+
+def test_bad_value_is_a_usage_error_of_invoke_not_of_python_m_harness():
+    proc = invoke("selftest", "--memory", "lots")
+    assert proc.returncode == 4
+    assert proc.stdout == "FAIL: USAGE: --memory: 'lots' is not a whole number\n"
+    assert "python -m harness" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_environment_setting_is_a_usage_error_naming_it():
+    proc = invoke("selftest", "--dry-run", env={"INVOKE_SELFTEST_TIMEOUT": "abc"})
+    assert proc.returncode == 4
+    assert proc.stdout == "FAIL: USAGE: INVOKE_SELFTEST_TIMEOUT: 'abc' is not a number\n"
+    assert "Traceback" not in proc.stderr
+
+
+def test_misspelled_key_in_invoke_yaml_is_a_usage_error_naming_the_file(tmp_path):
+    config = tmp_path / "invoke.yaml"
+    config.write_text("selftest:\n  timout: 5\n")
+    proc = invoke("-f", str(config), "selftest", "--dry-run")
+    assert proc.returncode == 4
+    assert proc.stdout == f"FAIL: USAGE: selftest.timout in {config} is not a selftest setting\n"
+    assert "did you mean timeout?" in proc.stderr
+
+
+def test_help_shows_typed_values_and_list_every_exit_code():
+    help_text = invoke("--help", "selftest").stdout
+    for spec in ("--timeout=FLOAT", "--memory=INT", "--qemu-arg=ARG", "--require-test=NAME", "--[no-]snapshot"):
+        assert spec in help_text
+    listing = " ".join(invoke("--list").stdout.split())
+    assert "4 USAGE, 5 HOST_ERROR, 70 INTERNAL_ERROR, 130 INTERRUPTED" in listing
+    assert "10 SSH_UNREACHABLE" in listing
+
+
+def test_provision_media_takes_the_ports_it_puts_in_the_task(tmp_path):
+    for name in ("aero_virtio_blk", "aero_virtio_net"):
+        (tmp_path / "drivers" / name).mkdir(parents=True)
+        (tmp_path / "drivers" / name / f"{name}.inf").write_text("[Version]\r\n")
+    (tmp_path / "selftest.exe").write_bytes(b"MZ")
+    proc = invoke("provision-media", "--drivers", str(tmp_path / "drivers"), "--selftest",
+                  str(tmp_path / "selftest.exe"), "--out", str(tmp_path / "p.iso"), "--udp-port", "19000",
+                  "--http-port", "27880")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '--http-url \\"http://10.0.2.2:27880/aero-virtio-selftest\\"' in proc.stderr
+    assert '--udp-port \\"19000\\"' in proc.stderr
+
+
+def test_a_program_of_ones_own_gets_the_same_usage_errors(capsys):
+    import tasks
+    from harness.invoke_front import HarnessProgram
+
+    with pytest.raises(SystemExit) as exited:
+        HarnessProgram(namespace=tasks.ns).run(["invoke", "selftest", "--smp", "two"])
+    assert exited.value.code == 4
+    assert capsys.readouterr().out == "FAIL: USAGE: --smp: 'two' is not a whole number\n"
