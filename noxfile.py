@@ -93,6 +93,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(reuse_venv=True)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on harness/ (settings in pyproject.toml)."""
-    session.install("mypy==2.4.1", "qemu.qmp==0.0.6", "nox==2026.10.20")
+    """mypy --strict on harness/, images/ and tasks.py (settings in pyproject.toml)."""
+    session.install("mypy==2.4.1", "qemu.qmp==0.0.6", "nox==2026.10.20", "invoke==2.2.1")
     session.run("mypy")
