@@ -405,11 +405,13 @@ def resolve(command_name: str, given: Mapping[str, Any], settings: Optional[Sett
 def build(cls: Type[Any], command_name: str, values: argparse.Namespace, **also: Any) -> Any:
     """A config object (a dataclass) from a command's values: each option feeds the field of its name.
 
-    An option whose value is None leaves the field at the dataclass's own default.
+    An option whose value is None leaves a field that has a default at that default
+    (artifacts: a folder named after the time).
     """
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+              for f in dataclasses.fields(cls)}
     kwargs = {o.attr: getattr(values, o.name) for o in options_for(command_name)
-              if o.attr in fields and getattr(values, o.name) is not None}
+              if o.attr in fields and not (getattr(values, o.name) is None and fields[o.attr])}
     kwargs.update(also)
     return cls(**kwargs)
 

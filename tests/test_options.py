@@ -232,6 +232,21 @@ def test_config_from_values_feeds_every_field():
     assert cfg.artifacts.parts[0] == "artifacts"
 
 
+def test_remote_options_come_from_the_values(tmp_path):
+    from harness.cli import remote_options
+    from harness.console import Console
+
+    disk = tmp_path / "win7.qcow2"
+    disk.write_bytes(b"QFI\xfb" + bytes(508))
+    values = resolve("remote-selftest", {"host": ["kvm01", "kvm02"], "disk": disk, "timeout": 90, "memory": 4096,
+                                         "ssh_config": tmp_path / "ssh_config"})
+    opts = remote_options(values, Console())
+    assert opts.hosts == ("kvm01", "kvm02") and opts.disk == disk and opts.remote_disk is None
+    assert opts.timeout == 90.0 and opts.ssh_config == tmp_path / "ssh_config" and opts.remote_python == "python3"
+    assert opts.selftest_args == ("--timeout", "90", "--memory", "4096")
+    assert opts.artifacts.name.startswith("remote-")
+
+
 def test_unknown_argument_suggests_the_nearest_option():
     err = options.unknown_argument("--timout=5", ["--timeout", "--memory"], "invoke selftest")
     assert err.message == "unknown option --timout for invoke selftest" and err.hint == "did you mean --timeout?"
