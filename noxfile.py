@@ -7,7 +7,7 @@
 A ``qemuN`` session is skipped when no QEMU N can be found or fetched (the
 message says how to supply one); under ``CI=true`` or ``AERO_REQUIRE_QEMU=1``
 it fails instead, so a CI run can never pass by skipping everything.
-Where QEMU N comes from: harness/qemu_builds.py and the README.
+Where QEMU N comes from: tools/qemu_builds.py and the README.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness import qemu_builds  # noqa: E402  (stdlib only, importable before any venv)
+from tools import qemu_builds  # noqa: E402  (stdlib only, importable before any venv)
 
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 QEMU_MAJORS = [7, 8, 9, 10]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from harness.errors import HostError
+from harness.exitcodes import is_guest_failure
 from harness.markers import Marker
 from harness.verdict import Verdict
 
@@ -48,34 +49,48 @@ def result_document(
     }
 
 
-def junit_xml(verdict: Verdict, tests: List[Marker], required: Iterable[str], seconds: float) -> bytes:
-    """One test case per guest TEST line, plus one per required test that never came.
+def xml_text(text: str) -> str:
+    """Text that XML 1.0 can carry: guest bytes such as NUL or ESC are written as \\xNN."""
+    return "".join(
+        c if c in "\t\n\r" or ("\x20" <= c <= "\ud7ff") or ("\ue000" <= c <= "\ufffd") or c >= "\U00010000"
+        else f"\\x{ord(c):02x}" for c in text
+    )
 
-    FAIL is a failure, SKIP is skipped; READY and INFO pass. A run with no
-    RESULT gets an error case so a CI system never shows it green.
+
+def junit_xml(verdict: Verdict, tests: List[Marker], required: Iterable[str], seconds: float) -> bytes:
+    """One test case per guest TEST line, one per required test that never came, and one for the verdict.
+
+    FAIL is a failure, SKIP is skipped; READY and INFO pass. The ``verdict``
+    case carries the run's outcome, so a run that did not pass is never green:
+    a guest failure is a failure, anything else (timeout, QEMU gone, host
+    error, interrupted) an error.
     """
     suite = ET.Element("testsuite", name=SUITE, time=f"{seconds:.3f}")
     failures = skipped = errors = 0
     seen = set()
     for marker in tests:
         seen.add(marker.name)
-        case = ET.SubElement(suite, "testcase", classname=SUITE, name=marker.name)
+        case = ET.SubElement(suite, "testcase", classname=SUITE, name=xml_text(marker.name))
         if marker.status == "FAIL":
             failures += 1
-            ET.SubElement(case, "failure", message=marker.reason or "FAIL").text = marker.raw
+            ET.SubElement(case, "failure", message=xml_text(marker.reason or "FAIL")).text = xml_text(marker.raw)
         elif marker.status == "SKIP":
             skipped += 1
-            ET.SubElement(case, "skipped", message=marker.reason or "SKIP")
-        ET.SubElement(case, "system-out").text = marker.raw
+            ET.SubElement(case, "skipped", message=xml_text(marker.reason or "SKIP"))
+        ET.SubElement(case, "system-out").text = xml_text(marker.raw)
     for name in required:
         if name not in seen:
             failures += 1
-            case = ET.SubElement(suite, "testcase", classname=SUITE, name=name)
-            ET.SubElement(case, "failure", message="missing").text = f"the guest never reported {name}"
-    if verdict.token != "PASS" and verdict.code != 0 and verdict.code != 1:
-        errors += 1
-        case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict")
-        ET.SubElement(case, "error", message=verdict.token).text = verdict.line()
+            case = ET.SubElement(suite, "testcase", classname=SUITE, name=xml_text(name))
+            ET.SubElement(case, "failure", message="missing").text = xml_text(f"the guest never reported {name}")
+    case = ET.SubElement(suite, "testcase", classname=SUITE, name="verdict")
+    if not verdict.passed:
+        kind = "failure" if is_guest_failure(verdict.code) else "error"
+        if kind == "failure":
+            failures += 1
+        else:
+            errors += 1
+        ET.SubElement(case, kind, message=xml_text(verdict.token)).text = xml_text(verdict.line())
     total = len(suite.findall("testcase"))
     suite.set("tests", str(total))
     suite.set("failures", str(failures))

@@ -1,27 +1,32 @@
-"""``python -m harness``: the entry point, and the one place that exits.
+"""``python -m harness``: the runtime's commands, and the one place that exits.
 
 The options of every command are declared in harness/options.py; this module
-builds argparse from them. The Invoke tasks (harness/invoke_front.py) call
-``run_command`` as ``main`` does and hand its exit code to Invoke.
+builds argparse from them and dispatches. A ``Front`` is the program around
+the runtime: ``python -m harness`` itself (the runtime's commands: what a
+remote host gets), ``python -m images`` (building guest images), and the
+Invoke tasks (tools/invoke_front.py: every command, and the built-in test
+guest as the default disk). The runtime never imports images/ or tools/:
+what it needs from them, a front passes in.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from harness import __version__, options
-from harness.config import SelftestConfig, check_disk, guest_http_url
+from harness import __version__, interrupt, options
+from harness.config import SelftestConfig, check_disk
 from harness.console import Console
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, classify
 from harness.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -74,10 +79,11 @@ def config_from_args(args: argparse.Namespace, command: str = "selftest") -> Sel
 
 def report(exc: HarnessError, console: Console) -> int:
     """Tell a user about an error they can act on; its exit code."""
-    console.verdict(f"FAIL: {exc.token}: {exc.message}")
+    code, token, message = classify(exc)
+    console.verdict(f"FAIL: {token}: {message}")
     if exc.hint:
         console.info(f"hint: {exc.hint}")
-    return int(exit_code_for(exc))
+    return int(code)
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -101,44 +107,34 @@ class _ArgumentParser(argparse.ArgumentParser):
         return parsed, extras
 
 
-def cmd_provision_media(args: argparse.Namespace, console: Console) -> int:
-    try:
-        from images import provision
-    except ImportError as exc:
-        raise UsageError("the media builder (images/) is not installed with this copy of the harness") from exc
-    settings = provision.GuestSettings(
-        http_url=args.http_url or guest_http_url(args.http_port, args.http_path),
-        udp_port=args.udp_port,
-        dns_host=args.dns_host,
-        blk_root=args.blk_root,
-        test_switches=tuple(s if s.startswith("--test-") else f"--test-{s}" for s in args.test_switch),
-        test_signing=args.test_signing,
-        infs=args.inf,
-        arch=args.arch,
-        admin_password=args.admin_password,
-        computer_name=args.computer_name,
-        product_key=args.product_key or os.environ.get("AERO_WIN7_PRODUCT_KEY") or None,
-    )
-    files = provision.build_media(args.drivers, args.selftest, settings, args.out)
-    console.info(f"{len(files)} files; the task runs: {provision.schtasks_line(settings)}")
-    console.verdict(str(args.out))
-    return 0
-
-
-def cmd_install_win7(args: argparse.Namespace, console: Console) -> int:
+def cmd_install_win7(args: argparse.Namespace, console: Console, front: Front) -> int:
     from harness.install import InstallConfig, run_install
 
     cfg: InstallConfig = options.build(InstallConfig, "install-win7", args)
     return int(run_install(cfg, console))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="python -m harness", description="Host side of the Aero virtio selftest.",
-                             allow_abbrev=False)
+CommandFn = Callable[[argparse.Namespace, Console, "Front"], int]
+
+
+@dataclass(frozen=True)
+class Front:
+    """The program around the runtime: its name, its commands, and what it supplies."""
+
+    prog: str
+    description: str
+    commands: Mapping[str, CommandFn]
+    # The disk of a selftest run given none (the Invoke front: the built-in test guest, built on demand).
+    default_disk: Optional[Callable[[Console], Path]] = None
+
+
+def build_parser(front: Optional[Front] = None) -> argparse.ArgumentParser:
+    front = front or RUNTIME
+    parser = _ArgumentParser(prog=front.prog, description=front.description, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
-    for cmd in options.COMMANDS:
+    for cmd in (c for c in options.COMMANDS if c.name in front.commands):
         command = sub.add_parser(cmd.name, help=cmd.summary, description=options.summary_line(cmd),
                                  allow_abbrev=False)
         assert isinstance(command, _ArgumentParser)
@@ -171,16 +167,30 @@ def _guard_session(args: argparse.Namespace) -> None:
         timer.start()
 
 
-def cmd_selftest(args: argparse.Namespace, console: Console) -> int:
+def disk_or_default(disk: Optional[Path], front: Front, console: Console) -> Path:
+    if disk is not None:
+        return disk
+    if front.default_disk is None:
+        raise UsageError(
+            "no --disk given", hint="name a guest image with --disk; `invoke selftest` (or invoke.yaml's "
+            "selftest.disk) runs the built-in test guest, building it first",
+        )
+    return front.default_disk(console)
+
+
+def cmd_selftest(args: argparse.Namespace, console: Console, front: Front) -> int:
     from harness.runner import run_selftest
 
     _guard_session(args)
-    return int(run_selftest(config_from_args(args), console).exit_code)
+    cfg = config_from_args(args)
+    cfg.validate()  # every other mistake first: building the test guest takes a while
+    if not cfg.dry_run or front.default_disk is not None:
+        cfg = dataclasses.replace(cfg, disk=disk_or_default(cfg.disk, front, console))
+    return int(run_selftest(cfg, console).exit_code)
 
 
-def remote_options(args: argparse.Namespace, console: Console) -> RemoteOptions:
+def remote_options(args: argparse.Namespace, console: Console, front: Front) -> RemoteOptions:
     from harness.remote import RemoteOptions
-    from harness.runner import default_test_guest
 
     if not args.snapshot:
         raise UsageError("--no-snapshot is not allowed with remote-selftest: the remote base image is never written")
@@ -188,7 +198,7 @@ def remote_options(args: argparse.Namespace, console: Console) -> RemoteOptions:
         raise UsageError("give --disk (a local image to upload) or --remote-disk (one on the host), not both")
     disk = args.disk
     if disk is None and args.remote_disk is None:
-        disk = default_test_guest(console)
+        disk = disk_or_default(None, front, console)
     if disk is not None:
         check_disk(disk)
     config_from_args(args, "remote-selftest").validate()
@@ -201,57 +211,17 @@ def remote_options(args: argparse.Namespace, console: Console) -> RemoteOptions:
     return opts
 
 
-def cmd_remote_selftest(args: argparse.Namespace, console: Console) -> int:
-    from harness.remote import run_remote, summary_table, worst
+def cmd_remote_selftest(args: argparse.Namespace, console: Console, front: Front) -> int:
+    from harness.exitcodes import worst
+    from harness.remote import run_remote, summary_table
 
-    opts = remote_options(args, console)
+    opts = remote_options(args, console, front)
     outcomes = run_remote(opts, console.out, console.err)
     if len(outcomes) > 1:
         console.info("")
         console.info(summary_table(outcomes))
     console.info(f"artifacts: {opts.artifacts.resolve()}/<host>/")
-    return worst([o.code for o in outcomes])
-
-
-def cmd_build_test_guest(args: argparse.Namespace, console: Console) -> int:
-    try:
-        from images import testguest
-    except ImportError as exc:
-        raise HarnessError("the test-guest builder (images/) is not installed with this copy of the harness") from exc
-    image = testguest.build(args.out or testguest.DEFAULT_OUT)
-    console.info(
-        f"built in {image.manifest['build_seconds']} s, {int(image.manifest['size_bytes']) / 2**20:.1f} MiB, "
-        f"kernel {image.manifest['kernel']}"
-    )
-    console.verdict(str(image.path))
-    if args.installer_iso:
-        console.verdict(str(testguest.build_installer_iso(args.installer_iso, image.path)))
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from harness.bench import DEFAULT_OUT, run_bench
-    from harness.qemu import find_qemu
-    from harness.runner import default_test_guest
-
-    if args.pairs < 1 or args.wait_seconds <= 0:
-        raise UsageError("--pairs must be at least 1 and --wait-seconds positive")
-    run_bench(default_test_guest(console), find_qemu(args.qemu_system), args.out or DEFAULT_OUT, args.pairs,
-              args.wait_seconds, args.log_mib, console.out)
-    return 0
-
-
-def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def exit_code_for(exc: BaseException) -> ExitCode:
-    """The one mapping from an exception to an exit code."""
-    if isinstance(exc, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    if isinstance(exc, HarnessError):
-        return exc.exit_code
-    return ExitCode.INTERNAL_ERROR
+    return int(worst(o.code for o in outcomes))
 
 
 def guarded(body: Callable[[], int], console: Console) -> int:
@@ -259,25 +229,32 @@ def guarded(body: Callable[[], int], console: Console) -> int:
     try:
         return body()
     except KeyboardInterrupt as exc:
-        console.info("interrupted")
-        return int(exit_code_for(exc))
+        console.info(classify(exc)[2])
+        return int(ExitCode.INTERRUPTED)
     except HarnessError as exc:
         return report(exc, console)
     except Exception as exc:  # a bug: still a clear line and a code of its own, never a bare traceback
         log.debug("internal error", exc_info=True)
-        console.verdict(f"FAIL: INTERNAL_ERROR: {type(exc).__name__}: {exc}")
+        code, token, message = classify(exc)
+        console.verdict(f"FAIL: {token}: {message}")
         console.info("hint: this is a bug in the harness; run again with -v for the traceback and report it")
-        return int(exit_code_for(exc))
+        return int(code)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_command(args.command, given_values(args), verbose=args.verbose)
+def main(argv: Optional[Sequence[str]] = None, front: Optional[Front] = None) -> int:
+    front = front or RUNTIME
+    interrupt.install()
+    try:
+        with interrupt.held():
+            args = build_parser(front).parse_args(argv)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    return run_command(args.command, given_values(args), verbose=args.verbose, front=front)
 
 
 def run_command(
-    command: str, given: Mapping[str, Any], settings: Optional[options.Settings] = None, verbose: bool = False
+    command: str, given: Mapping[str, Any], settings: Optional[options.Settings] = None, verbose: bool = False,
+    front: Optional[Front] = None,
 ) -> int:
     """Run one command for either front (this command line, or an Invoke task with its settings).
 
@@ -287,18 +264,22 @@ def run_command(
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if not verbose:
+        # qemu.qmp reports a QEMU that went away as ERROR; the run reports it better.
+        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+    interrupt.install()  # again for the Invoke front, which does not come through main()
     console = Console()
-    commands = {
-        "selftest": cmd_selftest,
-        "remote-selftest": cmd_remote_selftest,
-        "build-test-guest": cmd_build_test_guest,
-        "bench": cmd_bench,
-        "provision-media": cmd_provision_media,
-        "install-win7": cmd_install_win7,
-    }
-    return guarded(lambda: commands[command](options.resolve(command, given, settings), console), console)
+    use = front or RUNTIME
+    body = use.commands[command]
+    return guarded(lambda: body(options.resolve(command, given, settings), console, use), console)
 
 
-def run_main(argv: Optional[List[str]] = None) -> None:
-    sys.exit(main(argv))
+RUNTIME = Front(
+    prog="python -m harness",
+    description="Host side of the Aero virtio selftest: run guests under QEMU and judge them.",
+    commands={"selftest": cmd_selftest, "remote-selftest": cmd_remote_selftest, "install-win7": cmd_install_win7},
+)
+
+
+def run_main(argv: Optional[List[str]] = None, front: Optional[Front] = None) -> None:
+    sys.exit(main(argv, front))

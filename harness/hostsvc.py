@@ -10,13 +10,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
 import socketserver
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
-from typing import Any, List, Optional, Tuple, Type
+from typing import IO, Any, List, Optional, Tuple, Type
 
 from harness.errors import HostError
 
@@ -45,6 +49,8 @@ class Request:
     path: str
     status: int
     client: str
+    request_line: str = ""
+    bytes_sent: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,7 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
-        self.server.record(Request(self.command, self.path, status, self.client_address[0]))
+        self.server.record(Request(self.command, self.path, status, self.client_address[0], self.requestline,
+                                   0 if head else len(body)))
 
     def _route(self) -> str:
         path = self.path.split("?", 1)[0]
@@ -124,9 +131,10 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, port: int, path: str) -> None:
+    def __init__(self, port: int, path: str, log_file: Optional[IO[str]] = None) -> None:
         self.path = path
         self.requests: List[Request] = []
+        self.log_file = log_file
         self._lock = threading.Lock()
         super().__init__((BIND_HOST, port), _Handler)
 
@@ -134,6 +142,15 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._lock:
             if len(self.requests) < 1000:
                 self.requests.append(request)
+            if self.log_file is not None:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+                line = request.request_line.encode("ascii", "backslashreplace").decode()[:2000]
+                self.log_file.write(f'{stamp} {request.client} "{line}" {request.status} {request.bytes_sent}\n')
+                self.log_file.flush()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets its connection is the client's business, not a traceback on the terminal.
+        log.debug("HTTP client %s: %s", client_address, sys.exc_info()[1])
 
 
 class _UDPEchoHandler(socketserver.BaseRequestHandler):
@@ -142,8 +159,8 @@ class _UDPEchoHandler(socketserver.BaseRequestHandler):
         sock.sendto(data, self.client_address)
 
 
-class _UDPServer(socketserver.ThreadingUDPServer):
-    daemon_threads = True
+class _UDPServer(socketserver.UDPServer):
+    # Echoing is instant: answered in the server's own thread, in order, none dropped for lack of threads.
     max_packet_size = 65535
 
     def __init__(self, port: int) -> None:
@@ -152,36 +169,85 @@ class _UDPServer(socketserver.ThreadingUDPServer):
 
 def _bind_error(kind: str, port: int, exc: OSError) -> HostError:
     if exc.errno == errno.EADDRINUSE:
+        owner = port_owner("tcp" if kind == "HTTP" else "udp", port)
+        who = f" by {owner}" if owner else ""
+        if owner and "harness" in owner and "selftest" in owner:
+            return HostError(
+                f"{kind} port {port} on {BIND_HOST} is already in use{who}: another selftest run is going on",
+                hint="wait for it to finish, or give this run other ports with --http-port/--udp-port (a Windows "
+                "guest must then be provisioned with the same ports)",
+            )
         return HostError(
-            f"{kind} port {port} on {BIND_HOST} is already in use",
+            f"{kind} port {port} on {BIND_HOST} is already in use{who}",
             hint=f"stop what listens there (ss -ltnup | grep {port}) or pick another port with "
             f"--{kind.lower()}-port (the guest must be provisioned with the same port)",
         )
     return HostError(f"cannot listen on {BIND_HOST}:{port} ({kind}): {exc}")
 
 
+def port_owner(proto: str, port: int) -> Optional[str]:
+    """'pid 123 (python -m harness selftest ...)' for the local process bound to this port, if it can be seen."""
+    inodes = set()
+    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    words = (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+                    cmdline = " ".join(words)
+                    return f"pid {proc.name} ({cmdline[:160]})"
+        except OSError:
+            continue
+    return None
+
+
 class HostServices:
     """HTTP and UDP echo on 127.0.0.1, started on enter and stopped on exit."""
 
-    def __init__(self, http_port: int, udp_port: int, http_path: str) -> None:
+    def __init__(
+        self, http_port: int, udp_port: int, http_path: str, udp: bool = True, http_log: Optional[Path] = None
+    ) -> None:
         self.http_port = http_port
         self.udp_port = udp_port
         self.http_path = http_path
+        self.udp = udp
+        self.http_log = http_log
+        self._log_file: Optional[IO[str]] = None
         self._http: Optional[_HTTPServer] = None
         self._udp: Optional[_UDPServer] = None
         self._threads: List[threading.Thread] = []
 
     def __enter__(self) -> HostServices:
         try:
+            if self.http_log is not None:
+                try:
+                    self.http_log.parent.mkdir(parents=True, exist_ok=True)
+                    self._log_file = open(self.http_log, "w", encoding="utf-8")
+                except OSError as exc:
+                    raise HostError(f"cannot write --http-log {self.http_log}: {exc.strerror}") from exc
             try:
-                self._http = _HTTPServer(self.http_port, self.http_path)
+                self._http = _HTTPServer(self.http_port, self.http_path, self._log_file)
             except OSError as exc:
                 raise _bind_error("HTTP", self.http_port, exc) from exc
-            try:
-                self._udp = _UDPServer(self.udp_port)
-            except OSError as exc:
-                raise _bind_error("UDP", self.udp_port, exc) from exc
-            for server in (self._http, self._udp):
+            if self.udp:
+                try:
+                    self._udp = _UDPServer(self.udp_port)
+                except OSError as exc:
+                    raise _bind_error("UDP", self.udp_port, exc) from exc
+            for server in [s for s in (self._http, self._udp) if s is not None]:
                 thread = threading.Thread(
                     target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True,
                     name=f"aero-{type(server).__name__}",
@@ -222,6 +288,9 @@ class HostServices:
             thread.join(timeout=5)
         self._http = self._udp = None
         self._threads = []
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def __exit__(
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]

@@ -21,19 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness import options
+from harness import interrupt, options
 from harness.artifacts import prepare_artifacts
 from harness.console import Console
 from harness.deadline import Deadline
+from harness.devices import DeviceSet, attach
 from harness.errors import HostError, UsageError
 from harness.exitcodes import ExitCode
-from harness.qemu import KvmBootError, QemuProcess, find_qemu, qemu_img_for, qemu_version, with_accel_fallback
+from harness.follow import Context, Handler, Judge, follow
+from harness.lines import Line
+from harness.markers import Marker
+from harness.qemu import KvmBootError, QemuProcess, find_qemu, qemu_caps, qemu_img_for, with_accel_fallback
 from harness.qemu_argv import QemuSpec, build_argv
-from harness.verdict import Verdict
+from harness.verdict import Verdict, failure_verdict
 from harness.watcher import SerialWatcher
 
 PREFIX = "AERO_PROVISION|"
-POLL = 0.2
+DONE = "PROVISION_DONE"  # the judge's token for DONE; the install then waits for the shutdown
 SHUTDOWN_WAIT = 300.0  # provision.cmd shuts Windows down; this long it may take
 
 
@@ -83,10 +87,18 @@ class Install:
         self.started = time.monotonic()
 
     def execute(self) -> Verdict:
+        with interrupt.held():  # signals are taken at the run's checkpoints (harness.interrupt)
+            return self._execute()
+
+    def _execute(self) -> Verdict:
         cfg = self.cfg
         cfg.validate()
         qemu = find_qemu(cfg.qemu_system)
-        version = qemu_version(qemu)
+        # Windows Setup boots from the CD; the Aero storage driver binds the contract-v1 disk.
+        wanted = DeviceSet(disk_bootindex=1)
+        caps = qemu_caps(qemu, [d.driver for d in attach(wanted)])
+        self.devices = tuple(attach(wanted, caps.properties))
+        version = caps.version
         qemu_img = qemu_img_for(qemu)
         artifacts = prepare_artifacts(cfg.artifacts)
         partial = cfg.out.with_name(cfg.out.name + ".partial")
@@ -100,8 +112,8 @@ class Install:
             )
             if verdict.passed:
                 os.replace(partial, cfg.out)
-        except KeyboardInterrupt:
-            verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C or SIGTERM")
+        except KeyboardInterrupt as exc:
+            verdict = failure_verdict(exc)
         finally:
             if partial.exists():
                 partial.unlink()  # a half-installed image is of no use
@@ -126,7 +138,7 @@ class Install:
                 qemu=qemu, disk=str(disk.resolve()), disk_format="qcow2", serial_log=str(serial.resolve()),
                 qmp_socket=str(scratch / "qmp.sock"), accel=accel, memory_mib=cfg.memory, smp=cfg.smp,
                 cdroms=(str(cfg.iso.resolve()), str(cfg.media.resolve())), boot_cdrom=True, no_reboot=False,
-                extra=cfg.qemu_args, name="aero-install",
+                extra=cfg.qemu_args, name="aero-install", devices=self.devices,
             )
             argv = build_argv(spec)
             info.update(argv=argv, accel=accel)
@@ -134,65 +146,27 @@ class Install:
             watcher = SerialWatcher(serial)
             stack.callback(watcher.close)
             vm.resume()
-            return self._follow(vm, watcher, may_fall_back)
-
-    def _follow(self, vm: QemuProcess, watcher: SerialWatcher, may_fall_back: bool) -> Verdict:
-        cfg = self.cfg
-        deadline = Deadline(cfg.timeout)
-        next_shot = cfg.screenshot_every
-        while True:
-            for marker_line in self._new_lines(watcher):
-                if marker_line.startswith(PREFIX + "DONE"):
-                    self.console.info("provisioning reported DONE; waiting for the guest to shut down")
-                    return self._finish(vm)
-                if marker_line.startswith(PREFIX + "FAIL"):
-                    self._screenshot(vm, "failed")
-                    return Verdict(ExitCode.FAIL, "PROVISION_FAILED", marker_line[len(PREFIX):])
-            if not vm.alive():
-                return Verdict(ExitCode.QEMU_EXITED, "QEMU_EXITED",
-                               f"QEMU exited with code {vm.returncode} before provisioning reported DONE"
-                               f"; last line: {self.lines[-1] if self.lines else 'none'}")
-            state = vm.status()
-            if state == "internal-error":
-                if may_fall_back and not self.lines:
-                    raise KvmBootError()
-                self._screenshot(vm, "internal-error")
-                return Verdict(ExitCode.QEMU_EXITED, "VM_INTERNAL_ERROR", "the VM stopped with an internal error")
-            if deadline.elapsed >= next_shot:
-                self._screenshot(vm, f"{int(deadline.elapsed // 60):04d}m")
-                next_shot += cfg.screenshot_every
-            if deadline.expired:
-                shot = self._screenshot(vm, "timeout")
-                return Verdict(ExitCode.TIMEOUT, "TIMEOUT",
-                               f"provisioning did not report DONE within {cfg.timeout:g} s; last line: "
-                               f"{self.lines[-1] if self.lines else 'none'}; last screenshot: {shot or 'none'}")
-            last = self.lines[-1] if self.lines else "Windows Setup running (no provisioning line yet)"
-            self.console.status(deadline.elapsed, cfg.timeout, last)
-            time.sleep(POLL)
-
-    def _new_lines(self, watcher: SerialWatcher) -> List[str]:
-        found = []
-        while True:
-            for line in watcher.read_lines():
-                if line.text.startswith(PREFIX):
-                    self.lines.append(line.text)
-                    elapsed = time.monotonic() - self.started
-                    self.console.info(f"[{elapsed:7.1f}s] {line.text}")
-                    found.append(line.text)
-            if not watcher.more:
-                return found
+            interrupt.checkpoint()
+            ctx = Context(vm, self.console)
+            judge = ProvisionJudge(self, vm, may_fall_back)
+            shots = PeriodicScreenshots(self, vm, cfg.screenshot_every)
+            verdict = follow(vm, watcher, judge, [shots], ctx, Deadline(cfg.timeout))
+            if verdict.token == DONE:
+                self.console.info("provisioning reported DONE; waiting for the guest to shut down")
+                return self._finish(vm)
+            return verdict
 
     def _finish(self, vm: QemuProcess) -> Verdict:
         """Let the guest shut down by itself; ask it with ACPI if it does not; never cut the power first."""
         if not _wait_exit(vm, SHUTDOWN_WAIT):
             vm.command("system_powerdown")
             if not _wait_exit(vm, 120):
-                self._screenshot(vm, "no-shutdown")
+                self.screenshot(vm, "no-shutdown")
                 return Verdict(ExitCode.FAIL, "NO_SHUTDOWN",
                                "provisioning finished but the guest did not shut down; the image may be inconsistent")
         return Verdict(ExitCode.PASS, "PASS", f"provisioned image at {self.cfg.out}")
 
-    def _screenshot(self, vm: QemuProcess, label: str) -> Optional[str]:
+    def screenshot(self, vm: QemuProcess, label: str) -> Optional[str]:
         path = self.cfg.artifacts / f"screen-{label}.png"
         if vm.alive() and vm.screendump(path):
             self.screenshots.append(path.name)
@@ -217,8 +191,70 @@ class Install:
 def _wait_exit(vm: QemuProcess, seconds: float) -> bool:
     deadline = Deadline(seconds)
     while vm.alive() and not deadline.expired:
-        time.sleep(0.2)
+        interrupt.sleep(0.2)
     return not vm.alive()
+
+
+class ProvisionJudge(Judge):
+    """provision.cmd's COM1 lines: DONE ends the install (the guest then shuts down), FAIL fails it."""
+
+    def __init__(self, install: Install, vm: QemuProcess, may_fall_back: bool) -> None:
+        self.install = install
+        self.vm = vm
+        self.may_fall_back = may_fall_back
+
+    @property
+    def last(self) -> str:
+        return self.install.lines[-1] if self.install.lines else "none"
+
+    def on_line(self, line: Line, marker: Optional[Marker], ctx: Context) -> Optional[Verdict]:
+        if not line.text.startswith(PREFIX):
+            return None
+        self.install.lines.append(line.text)
+        self.install.console.info(f"[{time.monotonic() - self.install.started:7.1f}s] {line.text}")
+        if line.text.startswith(PREFIX + "DONE"):
+            return Verdict(ExitCode.PASS, DONE, line.text)
+        if line.text.startswith(PREFIX + "FAIL"):
+            self.install.screenshot(self.vm, "failed")
+            return Verdict(ExitCode.FAIL, "PROVISION_FAILED", line.text[len(PREFIX):])
+        return None
+
+    def on_exit(self, returncode: Optional[int]) -> Verdict:
+        return Verdict(ExitCode.QEMU_EXITED, "QEMU_EXITED",
+                       f"QEMU exited with code {returncode} before provisioning reported DONE; last line: {self.last}")
+
+    def on_state(self, state: str) -> Optional[Verdict]:
+        if state != "internal-error":
+            return None
+        if self.may_fall_back and not self.install.lines:
+            raise KvmBootError()
+        self.install.screenshot(self.vm, "internal-error")
+        return Verdict(ExitCode.QEMU_EXITED, "VM_INTERNAL_ERROR", "the VM stopped with an internal error")
+
+    def on_timeout(self, seconds: float) -> Verdict:
+        shot = self.install.screenshot(self.vm, "timeout")
+        return Verdict(ExitCode.TIMEOUT, "TIMEOUT",
+                       f"provisioning did not report DONE within {seconds:g} s; last line: {self.last}; "
+                       f"last screenshot: {shot or 'none'}")
+
+    def status(self) -> str:
+        return self.install.lines[-1] if self.install.lines else "Windows Setup running (no provisioning line yet)"
+
+
+class PeriodicScreenshots(Handler):
+    """A screenshot every so often, so a stuck Windows Setup can be seen afterwards."""
+
+    def __init__(self, install: Install, vm: QemuProcess, every: float) -> None:
+        self.install = install
+        self.vm = vm
+        self.every = every
+        self.next = every
+
+    def on_tick(self, ctx: Context) -> Optional[Verdict]:
+        if ctx.elapsed >= self.next:
+            self.install.screenshot(self.vm, f"{int(ctx.elapsed // 60):04d}m")
+            self.next += self.every
+        return None
 
 
 def run_install(cfg: InstallConfig, console: Console) -> ExitCode:

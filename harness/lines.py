@@ -1,6 +1,9 @@
 """Turn a byte stream (the serial log as it grows) into whole lines.
 
-Pure: no I/O. Bytes are split on LF first and decoded afterwards, so a
+Pure: no I/O. A line ends at LF or at CR (firmware redraws progress with a lone
+CR, so ``Booting...\rAERO_...|START`` carries a marker; ``\r\n``, ``\r\r\n`` and
+``\n\r`` give no empty lines). Bytes are split first and
+decoded afterwards, so a
 multi-byte character or a marker cut across two reads is never mangled, and
 memory stays bounded whatever the guest writes: a line longer than
 ``max_line`` keeps its first ``max_line`` bytes and is flagged as cut.
@@ -8,6 +11,7 @@ memory stays bounded whatever the guest writes: a line longer than
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import List
 
@@ -19,13 +23,17 @@ DEFAULT_MAX_LINE = 64 * 1024
 @dataclass(frozen=True)
 class Line:
     text: str
-    cut: bool = False
+    cut: bool = False  # longer than the limit: only its start was kept
+    ended: bool = True  # False for the unterminated rest of a stream that stopped
 
 
 def clean(raw: bytes) -> str:
-    """Decode one line: trailing CRs go, leading NULs (UART start-up noise) go."""
+    """Decode one line: trailing CRs and NULs go, leading NULs (UART start-up noise) go."""
     raw = raw.rstrip(b"\r\x00").lstrip(b"\x00")
     return raw.decode("utf-8", errors="replace")
+
+
+_EOL = re.compile(b"[\r\n]")
 
 
 class LineSplitter:
@@ -40,12 +48,15 @@ class LineSplitter:
         lines: List[Line] = []
         start = 0
         while True:
-            end = data.find(b"\n", start)
-            if end < 0:
+            match = _EOL.search(data, start)
+            if match is None:
                 self._keep(data[start:])
                 return lines
+            end = match.start()
             self._keep(data[start:end])
-            lines.append(Line(clean(bytes(self._buf)), self._cut))
+            text = clean(bytes(self._buf))
+            if text or self._cut:
+                lines.append(Line(text, self._cut))
             self._buf.clear()
             self._cut = False
             start = end + 1
@@ -61,7 +72,7 @@ class LineSplitter:
         """The unterminated rest, when the stream has ended."""
         if not self._buf and not self._cut:
             return []
-        line = Line(clean(bytes(self._buf)), self._cut)
+        line = Line(clean(bytes(self._buf)), self._cut, ended=False)
         self._buf.clear()
         self._cut = False
         return [line]

@@ -1,8 +1,8 @@
-"""Parse the selftest's marker lines (shared/PROTOCOL.md). Pure.
+"""Parse the selftest's marker lines (docs/guest-contract.md). Pure.
 
 A marker is a whole line that starts with ``AERO_VIRTIO_SELFTEST|``; the same
 text in the middle of a line is noise. Diagnostic lines such as
-``virtio-blk-irq|INFO|...`` are parsed as INFO markers from their source.
+``virtio-blk-irq|INFO|...`` (or ``|WARN|``) are parsed as DIAG markers from their source.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 PREFIX = "AERO_VIRTIO_SELFTEST|"
 KINDS = ("START", "CONFIG", "TEST", "RESULT")
-_DIAG = re.compile(r"^(virtio-[A-Za-z0-9_.-]+)\|INFO\|?(.*)$")
+_DIAG = re.compile(r"^(virtio-[A-Za-z0-9_.-]+)\|(INFO|WARN)\|?(.*)$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ class Marker:
         return ",".join(self.tokens)
 
     @property
+    def label(self) -> str:
+        """A few words for status lines: ``virtio-blk PASS``, ``CONFIG``, ``RESULT PASS``."""
+        if self.kind == "TEST":
+            return f"{self.name} {self.status}"
+        if self.kind == "RESULT":
+            return f"RESULT {self.status}"
+        if self.kind == "DIAG":
+            return f"{self.name} {self.status}"
+        return self.kind
+
+    @property
     def short(self) -> str:
         """The line without the common prefix, for status lines and summaries."""
         return self.raw[len(PREFIX):] if self.raw.startswith(PREFIX) else self.raw
@@ -68,7 +79,8 @@ def split_fields(parts: Tuple[str, ...]) -> Tuple[Tuple[Tuple[str, str], ...], T
 
 
 def parse(line: str) -> Optional[Marker]:
-    """The marker on this line, or None for anything else."""
+    """The marker on this line, or None for anything else (whitespace before the prefix is allowed)."""
+    line = line.lstrip(" \t\x00")
     if line.startswith(PREFIX):
         parts = line[len(PREFIX):].split("|")
         kind = parts[0]
@@ -88,6 +100,6 @@ def parse(line: str) -> Optional[Marker]:
         return Marker(kind, line, fields=fields, tokens=tokens)
     match = _DIAG.match(line)
     if match:
-        fields, tokens = split_fields(tuple(match.group(2).split("|")))
-        return Marker("DIAG", line, name=match.group(1), status="INFO", fields=fields, tokens=tokens)
+        fields, tokens = split_fields(tuple(match.group(3).split("|")))
+        return Marker("DIAG", line, name=match.group(1), status=match.group(2), fields=fields, tokens=tokens)
     return None

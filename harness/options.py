@@ -2,7 +2,7 @@
 
 ``OPTIONS`` below is the one declaration. From it come ``python -m harness``'s
 argparse options (harness/cli.py), the Invoke tasks with their flags, help and
-``invoke.yaml`` / ``INVOKE_<SECTION>_<NAME>`` settings (harness/invoke_front.py),
+``invoke.yaml`` / ``INVOKE_<SECTION>_<NAME>`` settings (tools/invoke_front.py),
 the arguments remote-selftest gives ``python -m harness selftest`` on a host
 (``forwarded_argv``), and the defaults of the config objects (SelftestConfig,
 InstallConfig, images.provision.GuestSettings take theirs from ``default``).
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, Type
 
+from harness.devicetests import DEVICE_TESTS
 from harness.errors import UsageError
 from harness.exitcodes import ExitCode
-from harness.verdict import DEFAULT_REQUIRED
 
 ACCELS = ("auto", "kvm", "tcg", "hvf", "whpx", "xen", "nvmm")
 DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
@@ -191,6 +191,39 @@ QEMU_SYSTEM = Option("qemu_system", str, "qemu-system-x86_64", "QEMU binary to r
 QEMU_ARG = Option("qemu_arg", str, (), "an extra QEMU argument, appended as is (--qemu-arg=-cpu --qemu-arg=host)",
                   repeatable=True, metavar="ARG", field="qemu_args", dashed=True)
 
+# Devices and device tests (README, "Devices" and "Device tests"); names as in upstream's Python harness.
+DEVICE_OPTIONS = (
+    Option("virtio_transitional", bool, False, "early images: QEMU's transitional virtio-blk and virtio-net, no "
+           "input devices (default: the contract-v1 devices)"),
+    Option("with_virtio_tablet", bool, False, "also attach a virtio tablet (aero_virtio_tablet0)"),
+    Option("with_virtio_snd", bool, False, "also attach virtio-sound (QEMU 8.2 and later), record its playback "
+           "to virtio-snd.wav, and require the sound tests to PASS and the playback to be heard"),
+    Option("virtio_msix_vectors", int, None, "MSI-X vectors of every virtio device", metavar="N",
+           default_help="QEMU's"),
+    Option("virtio_net_vectors", int, None, "MSI-X vectors of virtio-net", metavar="N", default_help="as above"),
+    Option("virtio_blk_vectors", int, None, "MSI-X vectors of virtio-blk", metavar="N", default_help="as above"),
+    Option("virtio_input_vectors", int, None, "MSI-X vectors of the virtio input devices", metavar="N",
+           default_help="as above"),
+    Option("virtio_snd_vectors", int, None, "MSI-X vectors of virtio-sound", metavar="N", default_help="as above"),
+    Option("virtio_disable_msix", bool, False, "vectors=0 on every virtio device: the guest gets INTx"),
+    Option("require_intx", bool, False, "every device's interrupts must be INTx, as the guest reports them"),
+    Option("require_msi", bool, False, "every device's interrupts must be MSI or MSI-X, as the guest reports them"),
+    Option("require_virtio_net_msix", bool, False, "the guest must report MSI-X for virtio-net"),
+    Option("require_virtio_blk_msix", bool, False, "the guest must report MSI-X for virtio-blk"),
+    Option("require_virtio_snd_msix", bool, False, "the guest must report MSI-X for virtio-snd"),
+    Option("require_virtio_input_msix", bool, False, "the guest must report MSI-X for virtio-input"),
+    Option("disable_udp", bool, False, "no UDP echo; virtio-net-udp is then not required"),
+    Option("http_log", Path, None, "write one line per HTTP request (time, client, request line, status, bytes)",
+           metavar="FILE", default_help="none"),
+    *(Option(t.option, bool, False, f"require {', '.join(t.tests)} (image provisioned with {t.guest_switch}); "
+             f"the host sends: {t.host_action}") for t in DEVICE_TESTS),
+    Option("blk_resize_delta_mib", int, 64, "how many MiB --with-blk-resize (or a READY from the guest) grows "
+           "the disk by", metavar="MIB"),
+    Option("virtio_snd_wav_peak_threshold", int, 200, "the playback is heard when its peak passes this (16-bit "
+           "scale)", metavar="N"),
+    Option("virtio_snd_wav_rms_threshold", int, 50, "... or when its RMS passes this (16-bit scale)", metavar="N"),
+)
+
 OPTIONS: Tuple[Option, ...] = (
     # selftest, and remote-selftest, which passes these on to the run on each host.
     *_group(
@@ -213,12 +246,13 @@ OPTIONS: Tuple[Option, ...] = (
                "--no-snapshot boots (and writes) the image itself (remote-selftest refuses it)"),
         Option("follow_serial", bool, False, "print the guest's serial lines as they arrive"),
         Option("dry_run", bool, False, "print the QEMU command (JSON and shell) and start nothing"),
-        Option("require_test", str, DEFAULT_REQUIRED, "a guest TEST that must PASS; giving it replaces the "
-               "default list", repeatable=True, metavar="NAME", field="require_tests"),
+        Option("require_test", str, (), "a guest TEST that must PASS, beyond those of the device profile "
+               "(README, Devices)", repeatable=True, metavar="NAME", field="require_tests", default_help="none"),
         QEMU_ARG,
         Option("artifacts", Path, None, "folder for serial.log, qemu.log, result.json, junit.xml, screen.png "
                "(remote-selftest: each host's in <artifacts>/<host>/)", forward=False,
                default_help="artifacts/selftest-<date>-<time>, or artifacts/remote-<date>-<time>"),
+        *DEVICE_OPTIONS,
         Option("exit_on_stdin_eof", bool, False, "end the run when stdin closes or reads ^C", commands=("selftest",),
                internal=True),
         Option("session_deadline", float, None, "end the run after this many seconds", commands=("selftest",),

@@ -15,26 +15,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Type, TypeVar
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
+from harness import interrupt
 from harness.deadline import Deadline
-from harness.errors import HarnessError, HostError, UsageError
-from harness.exitcodes import ExitCode
+from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
+from harness.qmp import Qmp, QmpError
 
 log = logging.getLogger(__name__)
-
-
-class QemuLaunchError(HarnessError):
-    """QEMU would not start: carries its command and its own words."""
-
-    exit_code = ExitCode.HOST_ERROR
-    token = "QEMU_LAUNCH_FAILED"
 
 
 def find_qemu(name: str) -> str:
@@ -77,11 +68,18 @@ def _probe(argv: Sequence[str], timeout: float = 30) -> str:
 
 def qemu_version(qemu: str) -> str:
     """'7.2.22' from 'QEMU emulator version 7.2.22 (Debian ...)'."""
-    out = _probe([qemu, "--version"])
-    match = re.search(r"version (\d+\.\d+(?:\.\d+)?)", out)
+    try:
+        out = _probe([qemu, "--version"])
+    except HostError as exc:
+        raise UsageError(f"{qemu} is not a QEMU system emulator: {exc.message}", hint=NOT_QEMU_HINT) from exc
+    match = re.search(r"^QEMU emulator version (\d+\.\d+(?:\.\d+)?)", out, re.MULTILINE)
     if not match:
-        raise HostError(f"{qemu} --version said something unexpected: {out.strip()[:200]}")
+        first = out.strip().splitlines()[0][:120] if out.strip() else "nothing"
+        raise UsageError(f"{qemu} is not a QEMU system emulator: its --version says {first!r}", hint=NOT_QEMU_HINT)
     return match.group(1)
+
+
+NOT_QEMU_HINT = "name qemu-system-x86_64 (or a path to it) with --qemu-system"
 
 
 def supports_option(qemu: str, option: str) -> bool:
@@ -94,6 +92,79 @@ def supports_option(qemu: str, option: str) -> bool:
 
 
 @dataclass(frozen=True)
+class QemuCaps:
+    """What one QEMU binary offers: its version, options, devices and their properties."""
+
+    version: str
+    has_action: bool  # -action panic=pause (QEMU 6.0+)
+    devices: FrozenSet[str]
+    properties: Dict[str, FrozenSet[str]]
+
+    def require(self, drivers: Iterable[str], first_release: Dict[str, str]) -> None:
+        for driver in drivers:
+            if driver not in self.devices:
+                since = first_release.get(driver)
+                raise HostError(
+                    f"this QEMU ({self.version}) has no {driver} device, which the run needs",
+                    hint=f"{driver} arrived in QEMU {since}; name a newer one with --qemu-system" if since
+                    else "name a QEMU built with it with --qemu-system",
+                )
+
+
+def _device_names(help_text: str) -> FrozenSet[str]:
+    return frozenset(re.findall(r'^name "([^"]+)"', help_text, re.MULTILINE))
+
+
+def _property_names(help_text: str) -> FrozenSet[str]:
+    return frozenset(re.findall(r"^\s+([A-Za-z0-9_.-]+)=<", help_text, re.MULTILINE))
+
+
+def _caps_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aero-virtio-harness" / "qemu-caps.json"
+
+
+def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
+    """Probe once per QEMU build (cached by path, size, mtime and version) what it offers."""
+    version = qemu_version(qemu)
+    stat = os.stat(qemu)
+    key = f"{os.path.realpath(qemu)}|{stat.st_size}|{stat.st_mtime_ns}|{version}"
+    cache_file = _caps_cache_file()
+    try:
+        cache = json.loads(cache_file.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) for d in drivers
+                                              if d in entry.get("devices", [])):
+        devices = _device_names(_probe([qemu, "-device", "help"]))
+        known = entry.get("properties", {}) if isinstance(entry, dict) else {}
+        properties = {d: sorted(_property_names(_probe([qemu, "-device", f"{d},help"])))
+                      for d in sorted(set(drivers) & devices) if d not in known}
+        entry = {
+            "has_action": supports_option(qemu, "-action"),
+            "devices": sorted(devices),
+            "properties": {**known, **properties},
+        }
+        cache[key] = entry
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, cache_file)
+        except OSError as exc:  # a read-only home only costs the probes next time
+            log.debug("cannot write %s: %s", cache_file, exc)
+    return QemuCaps(
+        version=version,
+        has_action=bool(entry["has_action"]),
+        devices=frozenset(entry["devices"]),
+        properties={k: frozenset(v) for k, v in entry["properties"].items()},
+    )
+
+
+@dataclass(frozen=True)
 class DiskInfo:
     path: Path
     format: str
@@ -101,22 +172,43 @@ class DiskInfo:
 
 
 def disk_info(qemu_img: str, path: Path) -> DiskInfo:
+    """What the image is; a broken one (unreadable, missing backing file, not bootable) is refused here."""
     try:
         proc = subprocess.run(
-            [qemu_img, "info", "--output=json", "-U", str(path)],
+            [qemu_img, "info", "--output=json", "--backing-chain", "-U", str(path)],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HostError(f"cannot run {qemu_img}: {exc}") from exc
     if proc.returncode != 0:
-        raise UsageError(
-            f"{path} is not a disk image QEMU can read: {proc.stderr.strip()}", hint="check --disk"
-        )
-    info = json.loads(proc.stdout)
+        said = proc.stderr.strip()
+        hint = "check --disk"
+        unopened = re.findall(r"Could not open '([^']+)'", said)
+        if any(os.path.abspath(u) != os.path.abspath(path) for u in unopened):
+            hint = (f"{path} is an overlay whose backing file {unopened[0]} is missing or unreadable; "
+                    "restore it, or give the base image itself")
+        raise UsageError(f"{path} is not a disk image QEMU can read: {said}", hint=hint)
+    chain = json.loads(proc.stdout)
+    info = chain[0] if isinstance(chain, list) else chain
     disk = DiskInfo(path, str(info.get("format", "raw")), int(info.get("virtual-size", 0)))
     if disk.virtual_size == 0:
         raise UsageError(f"{path} is an empty disk image (0 bytes)", hint="check --disk")
+    if disk.format == "raw" and not _has_boot_signature(path):
+        raise UsageError(
+            f"{path} is not a bootable disk image: qemu-img reads it as raw and it has no boot sector "
+            "(no 55 AA signature at byte 510)",
+            hint="give a qcow2 image or a raw image of a whole disk (the Windows 7 test image)",
+        )
     return disk
+
+
+def _has_boot_signature(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(510)
+            return f.read(2) == b"\x55\xaa"
+    except OSError:
+        return False
 
 
 def create_overlay(qemu_img: str, base: DiskInfo, overlay: Path) -> None:
@@ -157,7 +249,7 @@ class QemuProcess:
         self.log_path = log_path
         self.qmp_socket = qmp_socket
         self.proc: Optional[subprocess.Popen[bytes]] = None
-        self.qmp: Optional[QEMUMonitorProtocol] = None
+        self.qmp: Optional[Qmp] = None
         self._log_file: Optional[Any] = None
 
     def __enter__(self) -> QemuProcess:
@@ -175,30 +267,36 @@ class QemuProcess:
 
     def start(self, connect_timeout: float = 15.0) -> None:
         self._log_file = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-                # Its own session: a Ctrl-C on the terminal reaches the harness, which stops QEMU itself.
-                start_new_session=True, preexec_fn=die_with_parent,
-            )
-        except OSError as exc:
-            raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc
+        # Held: a signal between fork and the assignment would leave a QEMU nobody stops.
+        with interrupt.held():
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+                    # Its own session: a Ctrl-C on the terminal reaches the harness, which stops QEMU itself.
+                    start_new_session=True, preexec_fn=die_with_parent,
+                )
+            except OSError as exc:
+                raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc
         deadline = Deadline(connect_timeout)
         while not self.qmp_socket.exists():
             if self.proc.poll() is not None:
                 raise self._launch_failure()
             if deadline.expired:
                 raise QemuLaunchError(f"QEMU did not open its QMP socket within {connect_timeout:g} s")
-            time.sleep(0.02)
-        qmp = QEMUMonitorProtocol(str(self.qmp_socket))
-        try:
-            qmp.connect()
-        except Exception as exc:  # the library raises several kinds
-            if self.proc.poll() is not None:
-                raise self._launch_failure() from exc
-            raise QemuLaunchError(f"cannot talk QMP to QEMU: {exc}") from exc
-        qmp.settimeout(10.0)
-        self.qmp = qmp
+            interrupt.sleep(0.02)
+        qmp = Qmp(str(self.qmp_socket))
+        self.qmp = qmp  # closed by stop(), also when connecting fails
+        with interrupt.held():
+            try:
+                qmp.connect(timeout=max(deadline.remaining, 1.0))
+            except QmpError as exc:
+                # A QEMU that fails at start may open its socket and exit a moment later.
+                if _wait(self.proc, 1.0):
+                    raise self._launch_failure() from exc
+                raise QemuLaunchError(
+                    f"QEMU opened its QMP socket but did not answer: {exc}",
+                    hint="QEMU seems hung; its output is in " + str(self.log_path),
+                ) from exc
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
@@ -226,13 +324,18 @@ class QemuProcess:
     def returncode(self) -> Optional[int]:
         return self.proc.poll() if self.proc else None
 
-    def command(self, name: str, **args: Any) -> Any:
-        """One QMP command; its return value, or None when QMP is gone."""
+    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
+        """One QMP command; raises QmpCommandError (QEMU said no) or QmpError (QMP gone)."""
         if self.qmp is None or not self.alive():
-            return None
+            raise QmpError(f"{command}: QEMU is not running")
+        with interrupt.held():
+            return self.qmp.execute(command, arguments, timeout)
+
+    def command(self, name: str, **args: Any) -> Any:
+        """One QMP command; its return value, or None when QMP is gone or QEMU said no."""
         try:
-            return self.qmp.cmd(name, **args)
-        except Exception as exc:  # QMP errors, timeouts and a closed socket alike
+            return self.execute(name, args or None)
+        except QmpError as exc:
             log.debug("QMP %s failed: %s", name, exc)
             return None
 
@@ -254,7 +357,11 @@ class QemuProcess:
         return self.command("screendump", filename=str(ppm)) is not None and ppm.exists()
 
     def stop(self, quit_wait: float = 5.0, term_wait: float = 5.0) -> None:
-        """Polite QMP quit, then SIGTERM, then SIGKILL; each step bounded."""
+        """Polite QMP quit, then SIGTERM, then SIGKILL; each step bounded, none cut short by a signal."""
+        with interrupt.held():
+            self._stop(quit_wait, term_wait)
+
+    def _stop(self, quit_wait: float, term_wait: float) -> None:
         proc = self.proc
         try:
             if proc is not None and proc.poll() is None:
@@ -268,10 +375,7 @@ class QemuProcess:
                         _wait(proc, 10.0)
         finally:
             if self.qmp is not None:
-                try:
-                    self.qmp.close()
-                except Exception as exc:  # a cleanup error never hides the first one
-                    log.debug("closing QMP: %s", exc)
+                self.qmp.close()
                 self.qmp = None
             if self._log_file is not None:
                 self._log_file.close()
@@ -311,16 +415,16 @@ def kvm_works(qemu: str, timeout: float = 10.0) -> bool:
                 with vm:
                     deadline = Deadline(timeout)
                     # SeaBIOS runs within a fraction of a second; a broken KVM stops at once.
-                    time.sleep(0.5)
+                    interrupt.sleep(0.5)
                     while not deadline.expired:
                         status = vm.status()
                         if status == "running":
-                            time.sleep(0.3)
+                            interrupt.sleep(0.3)
                             ok = vm.status() == "running"
                             break
                         if status in ("internal-error", "shutdown", None):
                             break
-                        time.sleep(0.1)
+                        interrupt.sleep(0.1)
             except HarnessError as exc:
                 log.debug("KVM probe: %s", exc)
     _KVM_CACHE[qemu] = ok

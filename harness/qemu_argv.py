@@ -7,8 +7,10 @@ human to read or paste.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from harness.devices import AUDIODEV_ID, DRIVE_ID, NETDEV_ID, Device, DeviceSet, attach
 
 
 def keyval(value: str) -> str:
@@ -37,6 +39,14 @@ class QemuSpec:
     # A reboot ends the run (selftest); an install reboots on purpose.
     no_reboot: bool = True
     name: str = "aero-selftest"
+    # The virtio devices (harness.devices); the default is the contract-v1 set without optional properties.
+    devices: Tuple[Device, ...] = field(default_factory=lambda: tuple(attach(DeviceSet(), {})))
+    # With a sound device: where QEMU records what the guest played (else it is discarded).
+    audio_wav: Optional[str] = None
+    # QEMU's own throw-away overlay (-drive snapshot=on), for a command line a person runs by hand.
+    disk_snapshot: bool = False
+    # SeaBIOS's debug console (port 0x402): says "No bootable device." within seconds.
+    firmware_log: Optional[str] = None
 
 
 def build_argv(spec: QemuSpec) -> List[str]:
@@ -61,11 +71,17 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-serial", "chardev:com1",
         "-chardev", f"socket,id=qmp,path={keyval(spec.qmp_socket)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-drive", f"file={keyval(spec.disk)},if=none,id=disk0,format={keyval(spec.disk_format)},cache=writeback",
-        "-device", f"virtio-blk-pci,drive=disk0,bootindex={1 if spec.boot_cdrom else 0}",
-        "-netdev", "user,id=net0",
-        "-device", "virtio-net-pci,netdev=net0",
+        *(["-chardev", f"file,id=firmware,path={keyval(spec.firmware_log)}",
+            "-device", "isa-debugcon,iobase=0x402,chardev=firmware"] if spec.firmware_log else []),
+        "-drive", f"file={keyval(spec.disk)},if=none,id={DRIVE_ID},format={keyval(spec.disk_format)},cache=writeback"
+        + (",snapshot=on" if spec.disk_snapshot else ""),
+        "-netdev", f"user,id={NETDEV_ID}",
     ]
+    if any(d.role == "snd" for d in spec.devices):
+        backend = f"wav,id={AUDIODEV_ID},path={keyval(spec.audio_wav)}" if spec.audio_wav else f"none,id={AUDIODEV_ID}"
+        argv += ["-audiodev", backend]
+    for device in spec.devices:
+        argv += ["-device", device.device_arg()]
     for index, image in enumerate(spec.cdroms):
         argv += [
             "-drive", f"file={keyval(image)},if=none,id=cd{index},media=cdrom,readonly=on",

@@ -28,9 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
-from harness import __version__
-from harness.errors import HarnessError, UsageError
-from harness.exitcodes import ExitCode
+from harness import __version__, interrupt
+from harness.errors import (
+    HarnessError,
+    RemoteError,
+    RemoteNoPythonError,
+    RemoteNoQemuError,
+    SSHAuthError,
+    SSHHostKeyError,
+    SSHUnreachableError,
+    UsageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +48,6 @@ WHEEL_CACHE = REPO_ROOT / "build" / "wheels"
 QMP_REQUIREMENT = "qemu.qmp==0.0.6"
 # The remote run's own deadline beyond the guest timeout: boot, probes, upload of artifacts.
 SESSION_MARGIN = 600.0
-
-
-class SSHUnreachableError(HarnessError):
-    exit_code = ExitCode.SSH_UNREACHABLE
-    token = "SSH_UNREACHABLE"
-
-
-class SSHAuthError(HarnessError):
-    exit_code = ExitCode.SSH_AUTH_FAILED
-    token = "SSH_AUTH_FAILED"
-
-
-class SSHHostKeyError(HarnessError):
-    exit_code = ExitCode.SSH_HOST_KEY
-    token = "SSH_HOST_KEY"
-
-
-class RemoteNoPythonError(HarnessError):
-    exit_code = ExitCode.REMOTE_NO_PYTHON
-    token = "REMOTE_NO_PYTHON"
-
-
-class RemoteNoQemuError(HarnessError):
-    exit_code = ExitCode.REMOTE_NO_QEMU
-    token = "REMOTE_NO_QEMU"
-
-
-class RemoteError(HarnessError):
-    exit_code = ExitCode.REMOTE_ERROR
-    token = "REMOTE_ERROR"
 
 
 @dataclass(frozen=True)
@@ -495,6 +473,7 @@ def run_remote(opts: RemoteOptions, out: IO[str] = sys.stdout, err: IO[str] = sy
                 concurrent.futures.wait(futures, timeout=0.2)
         except KeyboardInterrupt:
             err.write("interrupted: stopping the remote runs (Ctrl-C again to drop the connections)\n")
+            interrupt.reset()  # a second Ctrl-C raises again
             active.interrupt()
             try:
                 concurrent.futures.wait(futures, timeout=60)
@@ -515,8 +494,5 @@ def summary_table(outcomes: Sequence[HostOutcome]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def worst(codes: Sequence[int]) -> int:
-    """The exit code of several hosts: the highest one (0 only when every host passed)."""
-    return max(codes) if codes else int(ExitCode.HOST_ERROR)
 
 

@@ -9,53 +9,45 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
-import re
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from harness import __version__
+from harness import __version__, interrupt, irq, wav
+from harness.actions import Watchdog, ready_handlers
 from harness.artifacts import junit_xml, prepare_artifacts, result_document, write_json
 from harness.config import SelftestConfig, check_disk
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.errors import HarnessError, UsageError
+from harness.devices import FIRST_QEMU, VIRTIO_VENDOR, Device, attach, pci_functions, preflight_problems
+from harness.devicetests import WATCHDOG_SECONDS
+from harness.errors import HostError, PciPreflightError, UsageError
 from harness.exitcodes import ExitCode
+from harness.follow import Context, FirmwareWatch, Handler, follow
 from harness.hostsvc import HostServices
-from harness.lines import Line
-from harness.markers import Marker, parse
+from harness.judge import SelftestJudge, config_mismatch
 from harness.qemu import (
-    KvmBootError,
     QemuProcess,
     create_overlay,
     disk_info,
     find_qemu,
+    qemu_caps,
     qemu_img_for,
-    qemu_version,
-    supports_option,
     with_accel_fallback,
 )
 from harness.qemu_argv import QemuSpec, build_argv, shell_line
-from harness.verdict import Tracker, Verdict, timeout_verdict, vm_gone_verdict
+from harness.qmp import QmpError
+from harness.verdict import Tracker, Verdict, failure_verdict
 from harness.watcher import SerialWatcher
 
 log = logging.getLogger(__name__)
-
-POLL = 0.05  # how often the serial log is read: the bound on verdict latency
-STATUS_POLL = 0.5  # how often QEMU's run state is asked over QMP
-# VM run states that end a run before the guest's verdict, with their tokens.
-DEAD_STATES = {
-    "internal-error": ("VM_INTERNAL_ERROR", "the VM stopped with a hypervisor internal error"),
-    "guest-panicked": ("GUEST_PANICKED", "the guest panicked"),
-    "io-error": ("VM_IO_ERROR", "the VM stopped on a disk I/O error"),
-    "shutdown": ("GUEST_SHUTDOWN", "the guest powered off"),
-}
-
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -76,50 +68,14 @@ def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     ]
 
 
-def default_test_guest(console: Console) -> Path:
-    """The built-in test guest, built first when missing or out of date."""
-    try:
-        from images import testguest
-    except ImportError as exc:
-        raise UsageError(
-            "no --disk given and the test-guest builder (images/) is not available here",
-            hint="pass --disk PATH to a guest image",
-        ) from exc
-    if not testguest.is_current(testguest.DEFAULT_OUT):
-        console.info(f"building the test guest at {testguest.DEFAULT_OUT} (once)...")
-    return testguest.ensure()
-
-
-def resolve_disk(cfg: SelftestConfig, console: Console) -> Path:
-    if cfg.disk is not None:
-        check_disk(cfg.disk)
-        return cfg.disk
-    return default_test_guest(console)
-
-
-def config_mismatch(cfg: SelftestConfig, config: Marker) -> Optional[str]:
-    """A warning when the guest's baked-in URL or UDP port differ from the host's."""
-    problems = []
-    url = config.get("http_url")
-    if url:
-        match = re.match(r"https?://[^/:]+(?::(\d+))?(/[^?#]*)?", url)
-        if match:
-            port = int(match.group(1) or 80)
-            path = match.group(2) or "/"
-            if port != cfg.http_port or path != cfg.http_path:
-                problems.append(f"the guest uses {url} but the host serves port {cfg.http_port} path {cfg.http_path}")
-    udp = config.get("udp_port")
-    if udp and udp.isdigit() and int(udp) != cfg.udp_port:
-        problems.append(f"the guest uses UDP port {udp} but the host echoes on {cfg.udp_port}")
-    return "; ".join(problems) or None
-
-
 class Run:
     def __init__(self, cfg: SelftestConfig, console: Console) -> None:
         self.cfg = cfg
         self.console = console
-        self.tracker = Tracker(cfg.require_tests)
+        self.judge = SelftestJudge(cfg.requirements(), console)
+        self.devices: List[Device] = []
         self.timings: Dict[str, Optional[float]] = {}
+        self.actions: List[Dict[str, Any]] = []
         self.qemu_info: Dict[str, Any] = {}
         self.notes: List[str] = []
         self.started = time.monotonic()
@@ -129,79 +85,109 @@ class Run:
         self.timings[name] = time.monotonic() - self.started
 
     def execute(self) -> RunOutcome:
+        # Signals are only recorded while the run works and raised at its checkpoints,
+        # never inside a library's I/O or half-way through starting or stopping QEMU.
+        with interrupt.held():
+            return self._execute()
+
+    def _execute(self) -> RunOutcome:
         cfg = self.cfg
         cfg.validate()
-        qemu = find_qemu(cfg.qemu_system)
-        version = qemu_version(qemu)
-        qemu_img = qemu_img_for(qemu)
-        self.qemu_info.update(binary=qemu, version=version)
-        self.panic_pause = supports_option(qemu, "-action")
         if cfg.dry_run:
-            return self._dry_run(qemu, qemu_img)
-        disk = resolve_disk(cfg, self.console)
-        base = disk_info(qemu_img, disk)
+            return self._dry_run()
         artifacts = prepare_artifacts(cfg.artifacts)
         self.artifacts = artifacts
         verdict: Optional[Verdict] = None
+        try:
+            verdict = self._run(artifacts)
+        except KeyboardInterrupt as exc:
+            verdict = failure_verdict(exc)  # the run is over: result.json and the verdict line say so
+        except BaseException as exc:
+            verdict = failure_verdict(exc)
+            raise
+        finally:
+            if verdict is not None:
+                self._write(artifacts, verdict)
+        return RunOutcome(verdict, artifacts)
+
+    def _probe(self) -> Tuple[str, str]:
+        """Find QEMU and learn what it offers; settle the devices the run attaches."""
+        qemu = find_qemu(self.cfg.qemu_system)
+        wanted = self.cfg.device_set()
+        drivers = [d.driver for d in attach(wanted)]
+        caps = qemu_caps(qemu, drivers)
+        qemu_img = qemu_img_for(qemu)
+        self.qemu_info.update(binary=qemu, version=caps.version, profile=wanted.profile)
+        missing = [d for d in drivers if d not in caps.devices]
+        if missing:
+            since = [f"{d} arrived in QEMU {FIRST_QEMU[d]}" for d in missing if d in FIRST_QEMU]
+            raise PciPreflightError(
+                f"this QEMU ({caps.version}) has no {', '.join(missing)}, which the {wanted.profile} profile needs",
+                hint="; ".join(since) + "; name a newer QEMU with --qemu-system" if since
+                else "name a QEMU built with it with --qemu-system",
+            )
+        if wanted.vectors:
+            lacking = sorted({d for d in drivers if "vectors" not in caps.properties.get(d, frozenset())})
+            if lacking:
+                raise HostError(f"this QEMU's {', '.join(lacking)} has no 'vectors' property for the MSI-X options")
+        self.devices = attach(wanted, caps.properties)
+        self.panic_pause = caps.has_action
+        return qemu, qemu_img
+
+    def _run(self, artifacts: Path) -> Verdict:
+        cfg = self.cfg
+        qemu, qemu_img = self._probe()
+        if cfg.disk is None:
+            raise UsageError("no --disk given", hint="name a guest image with --disk")
+        check_disk(cfg.disk)
+        interrupt.checkpoint()
+        base = disk_info(qemu_img, cfg.disk)
         with contextlib.ExitStack() as stack:
             # The QMP socket path must stay short (108 bytes), so scratch lives in the temp dir.
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-run-")))
-            services = stack.enter_context(HostServices(cfg.http_port, cfg.udp_port, cfg.http_path))
+            services = stack.enter_context(HostServices(
+                cfg.http_port, cfg.udp_port, cfg.http_path, udp=not cfg.disable_udp, http_log=cfg.http_log))
+            stack.callback(lambda: self.qemu_info.update(http_requests=len(services.requests)))
             self._mark("services_up")
-
 
             def fallback() -> None:
                 self.console.info("KVM stopped the VM with an internal error at boot; running again under TCG")
                 self.notes.append("KVM failed at boot (internal-error); fell back to TCG")
                 os.replace(artifacts / "serial.log", artifacts / "serial-kvm-attempt.log")
-                self.tracker = Tracker(cfg.require_tests)
 
-            try:
-                verdict = with_accel_fallback(
-                    qemu, cfg.accel, lambda accel, may_fall_back: self._attempt(
-                        qemu, qemu_img, base, scratch, accel, may_fall_back), fallback,
-                )
-            except KeyboardInterrupt:
-                verdict = Verdict(ExitCode.INTERRUPTED, "INTERRUPTED", "interrupted by Ctrl-C or SIGTERM")
-            except HarnessError as exc:
-                verdict = Verdict(exc.exit_code, exc.token, exc.message)
-                raise
-            finally:
-                if verdict is None:
-                    verdict = Verdict(ExitCode.HOST_ERROR, "HOST_ERROR", "the run ended with an error")
-                self.qemu_info["http_requests"] = len(services.requests)
-                self._write(artifacts, verdict)
-        return RunOutcome(verdict, artifacts)
+            return with_accel_fallback(
+                qemu, cfg.accel, lambda accel, may_fall_back: self._attempt(
+                    qemu, qemu_img, base, scratch, accel, may_fall_back), fallback,
+            )
 
     def _spec(self, qemu: str, disk: Path, fmt: str, serial: Path, qmp: Path, accel: str) -> QemuSpec:
         cfg = self.cfg
         return QemuSpec(
             qemu=qemu, disk=str(disk), disk_format=fmt, serial_log=str(serial), qmp_socket=str(qmp),
             accel=accel, memory_mib=cfg.memory, smp=cfg.smp, fw_cfg=tuple(fw_cfg_hints(cfg)),
-            extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause,
+            extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause, devices=tuple(self.devices),
+            audio_wav=str(serial.parent / "virtio-snd.wav") if cfg.with_virtio_snd else None,
+            firmware_log=str(serial.parent / "firmware.log"),
         )
 
-    def _dry_run(self, qemu: str, qemu_img: str) -> RunOutcome:
-        """Print the command a run would use; build, create and start nothing."""
+    def _dry_run(self) -> RunOutcome:
+        """Print the command a run would use, as JSON and as a shell line that runs as it is; start nothing."""
         cfg = self.cfg
-        if cfg.disk is not None:
-            disk, fmt = cfg.disk, disk_info(qemu_img, cfg.disk).format
-        else:
-            from images import testguest
-
-            disk, fmt = testguest.DEFAULT_OUT, "qcow2"
+        qemu, qemu_img = self._probe()
+        if cfg.disk is None:
+            raise UsageError("--dry-run needs --disk (the image the command would boot)")
+        base = disk_info(qemu_img, cfg.disk)
         accel = cfg.accel
         if accel == "auto":
             accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
         target = Path(cfg.artifacts).resolve()
-        disk_arg = Path("<scratch>/overlay.qcow2") if cfg.snapshot else disk.resolve()
-        spec = self._spec(
-            qemu, disk_arg, "qcow2" if cfg.snapshot else fmt, target / "serial.log", Path("<scratch>/qmp.sock"), accel,
-        )
-        # Unpaused, so that the line runs as it is when pasted (a run starts paused and resumes over QMP).
-        argv = build_argv(replace(spec, paused=False))
+        qmp = Path(tempfile.gettempdir()) / "aero-dry-run-qmp.sock"
+        spec = self._spec(qemu, base.path.resolve(), base.format, target / "serial.log", qmp, accel)
+        # Unpaused (a run starts paused and resumes over QMP), and QEMU's own snapshot=on in place of
+        # the run's overlay, so that the line runs as it is when pasted and never writes the image.
+        argv = build_argv(replace(spec, paused=False, disk_snapshot=cfg.snapshot))
         self.console.verdict(json.dumps(argv))
-        self.console.verdict(shell_line(argv))
+        self.console.verdict(f"mkdir -p {shlex.quote(str(target))} && {shell_line(argv)}")
         if cfg.accel == "auto":
             self.console.info("note: --accel auto is settled at run time (KVM if it runs guest code here, else TCG)")
         return RunOutcome(Verdict(ExitCode.PASS, "DRY_RUN", "nothing was started"), None)
@@ -227,95 +213,118 @@ class Run:
         self.qemu_info.update(argv=argv, accel=accel, snapshot=cfg.snapshot, base_disk=str(base.path.resolve()))
         watcher = SerialWatcher(serial)
         vm = QemuProcess(argv, self.artifacts / "qemu.log", qmp_socket)
+        self.judge = SelftestJudge(
+            cfg.requirements(), self.console,
+            lambda marker: config_mismatch(marker, cfg.http_port, cfg.http_path,
+                                           None if cfg.disable_udp else cfg.udp_port),
+            checks_at_pass=self._checks_at_pass(),
+            follow_serial=cfg.follow_serial, may_fall_back=may_fall_back, started=self.started,
+        )
         with contextlib.ExitStack() as stack:
             stack.callback(watcher.close)
             stack.enter_context(vm)
             self._mark("qemu_started")
+            self._preflight(vm)
             vm.resume()
-            deadline = Deadline(cfg.timeout)
-            verdict = self._watch(vm, watcher, deadline, may_fall_back)
+            interrupt.checkpoint()
+            ctx = Context(vm, self.console)
+            firmware = FirmwareWatch(self.artifacts / "firmware.log")
+            stack.callback(firmware.close)
+            try:
+                verdict = follow(vm, watcher, self.judge, [firmware, *self._device_handlers()], ctx,
+                                 Deadline(cfg.timeout))
+            finally:
+                self._absorb(ctx)
             self._mark("verdict")
             if not verdict.passed and vm.alive():
                 if vm.screendump(self.artifacts / "screen.png"):
                     self.notes.append("screen.png: the guest's screen when the run ended")
         self._mark("qemu_gone")
         self.qemu_info["exit_code"] = vm.returncode
+        if cfg.with_virtio_snd and verdict.passed:
+            verdict = self._sound_check() or verdict
         return verdict
 
-    def _watch(self, vm: QemuProcess, watcher: SerialWatcher, deadline: Deadline, may_fall_back: bool) -> Verdict:
+    def _device_handlers(self) -> List[Handler]:
+        """Answers to the guest's READY lines, and a watchdog per required device test."""
         cfg = self.cfg
-        next_status = 0.0
-        while True:
-            verdict = self._consume(watcher)
-            if verdict is not None:
-                return verdict
-            if not vm.alive():
-                verdict = self._consume(watcher, final=True)
-                if verdict is not None:
-                    return verdict
-                return vm_gone_verdict(
-                    "QEMU_EXITED", f"QEMU exited with code {vm.returncode}", self.tracker
-                )
-            now = time.monotonic()
-            if now >= next_status:
-                next_status = now + STATUS_POLL
-                state = vm.status()
-                if state in DEAD_STATES:
-                    if state == "internal-error" and may_fall_back and self.tracker.last is None:
-                        raise KvmBootError()
-                    token, what = DEAD_STATES[state]
-                    self._consume(watcher)
-                    return vm_gone_verdict(token, what, self.tracker)
-            if deadline.expired:
-                return timeout_verdict(cfg.timeout, self.tracker)
-            last = self.tracker.last.short if self.tracker.last else "waiting for the guest's START"
-            self.console.status(deadline.elapsed, cfg.timeout, last)
-            time.sleep(POLL)
+        handlers = ready_handlers(
+            self.devices, extended=cfg.with_input_events_extended, wheel=cfg.with_input_wheel,
+            blk_resize_delta_mib=cfg.blk_resize_delta_mib,
+        )
+        for test in cfg.device_tests():
+            handlers.append(Watchdog(test.tests[0], test.after, WATCHDOG_SECONDS,
+                                     f"{test.flag} requires it: is the image provisioned with {test.guest_switch}?"))
+        return handlers
 
-    def _consume(self, watcher: SerialWatcher, final: bool = False) -> Optional[Verdict]:
-        """Everything the log holds now, a chunk at a time; the verdict if RESULT is among it."""
-        while True:
-            lines = watcher.read_lines()
-            if final and not watcher.more:
-                lines += watcher.splitter.flush()
-            verdict = self._lines(lines)
-            if verdict is not None or not watcher.more:
-                return verdict
+    def _sound_check(self) -> Optional[Verdict]:
+        """After QEMU has stopped (the WAV is complete): did the guest play anything?"""
+        cfg = self.cfg
+        path = self.artifacts / "virtio-snd.wav"
+        try:
+            heard = wav.level(path.read_bytes())
+        except (OSError, wav.WavError) as exc:
+            return Verdict(ExitCode.FAIL, "VIRTIO_SND_WAV_UNREADABLE", f"{path.name}: {exc}")
+        self.qemu_info["virtio_snd_wav"] = heard.describe()
+        if heard.audible(cfg.virtio_snd_wav_peak_threshold, cfg.virtio_snd_wav_rms_threshold):
+            self.console.info(f"virtio-snd: the guest's playback was heard ({heard.describe()})")
+            return None
+        return Verdict(ExitCode.FAIL, "VIRTIO_SND_WAV_SILENT",
+                       f"the guest passed its sound tests but played silence ({heard.describe()}; thresholds: peak > "
+                       f"{cfg.virtio_snd_wav_peak_threshold} or rms > {cfg.virtio_snd_wav_rms_threshold})")
 
-    def _lines(self, lines: List[Line]) -> Optional[Verdict]:
-        for line in lines:
-            if self.cfg.follow_serial:
-                self.console.serial(line.text)
-            marker = parse(line.text)
-            if marker is None:
-                continue
-            if "first_marker" not in self.timings:
-                self._mark("first_marker")
-            if marker.kind == "CONFIG":
-                problem = config_mismatch(self.cfg, marker)
-                if problem:
-                    self.console.info(f"warning: {problem}")
-                    self.notes.append(problem)
-            verdict = self.tracker.add(marker)
-            if verdict is not None:
-                self._mark("result_seen")
-                return verdict
-        return None
+    def _checks_at_pass(self) -> List[Callable[[Tracker], Optional[Verdict]]]:
+        """What a RESULT|PASS must also show, beyond the required tests: the interrupt modes asked for."""
+        cfg = self.cfg
+        names = sorted({d.irq_name for d in self.devices}, key=["virtio-blk", "virtio-net", "virtio-input",
+                                                               "virtio-snd"].index)
+        checks: List[Callable[[Tracker], Optional[Verdict]]] = []
+        if cfg.require_intx or cfg.require_msi:
+            expected = "intx" if cfg.require_intx else "msi"
+            checks.append(lambda tracker: irq.mode_problem(tracker, names, expected))
+        for dev in ("net", "blk", "snd", "input"):
+            if getattr(cfg, f"require_virtio_{dev}_msix"):
+                checks.append(functools.partial(irq.msix_problem, device=f"virtio-{dev}"))
+        return checks
+
+    def _preflight(self, vm: QemuProcess) -> None:
+        """Before the guest runs a single instruction: is every device what the guest's drivers match?"""
+        try:
+            reply = vm.execute("query-pci")
+        except QmpError as exc:
+            raise PciPreflightError(f"QMP query-pci failed: {exc}") from exc
+        functions = pci_functions(reply)
+        self.qemu_info["pci"] = [f.describe() for f in functions if f.vendor == VIRTIO_VENDOR]
+        problems = preflight_problems(self.devices, functions)
+        if problems:
+            raise PciPreflightError(
+                f"QEMU's virtio PCI functions do not match the {self.cfg.profile} profile: " + "; ".join(problems),
+                hint="see README, Devices: --virtio-transitional for early images; check --qemu-arg and --qemu-system",
+            )
+
+    def _absorb(self, ctx: Context) -> None:
+        """What the follow loop learnt, kept for result.json."""
+        self.timings.update(self.judge.timings)
+        self.notes.extend(self.judge.notes)
+        self.notes.extend(ctx.notes)
+        self.actions.extend(ctx.actions)
 
     def _write(self, artifacts: Path, verdict: Verdict) -> None:
-        tests = list(self.tracker.tests.values())
+        tracker = self.judge.tracker
+        tests = list(tracker.tests.values())
         document = result_document(
-            verdict, tests, self.cfg.require_tests, self.timings, self.qemu_info, self.tracker.config,
+            verdict, tests, tracker.required, self.timings, self.qemu_info, tracker.config,
             {
                 "harness_version": __version__,
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "notes": self.notes,
+                "host_actions": self.actions,
                 "artifacts": str(artifacts),
             },
         )
         write_json(artifacts / "result.json", document)
         seconds = self.timings.get("verdict") or 0.0
-        (artifacts / "junit.xml").write_bytes(junit_xml(verdict, tests, self.cfg.require_tests, seconds))
+        (artifacts / "junit.xml").write_bytes(junit_xml(verdict, tests, tracker.required, seconds))
 
 
 def run_selftest(cfg: SelftestConfig, console: Console) -> RunOutcome:
@@ -328,7 +337,9 @@ def run_selftest(cfg: SelftestConfig, console: Console) -> RunOutcome:
         tail = serial_tail(outcome.artifacts / "serial.log")
         if tail:
             console.block("last lines of the serial log:", tail)
-        console.info(f"artifacts: {outcome.artifacts}")
+        if (outcome.artifacts / "screen.png").exists():
+            console.info(f"the guest's screen when the run ended: {outcome.artifacts / 'screen.png'}")
+    console.info(f"artifacts: {outcome.artifacts}")
     return outcome
 
 

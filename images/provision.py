@@ -2,7 +2,7 @@
 and autounattend.xml on one ISO (built in Python with pycdlib, Joliet names for Windows).
 
 The text generators are pure; ``build_media`` collects the files and writes the ISO.
-See shared/PROTOCOL.md, "Provisioning a Windows image".
+See docs/guest-contract.md, "Provisioning a Windows image".
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 The image is a FAT file system on a whole disk (no partition table) with
 syslinux as the BIOS boot loader, a Debian kernel and an initramfs holding
-busybox, the virtio modules and ``guest/init``, which speaks the selftest
-protocol on COM1. Everything comes from Debian packages, fetched with
-``apt-get download`` and unpacked with ``dpkg -x`` into a cache; nothing
-needs root, loop mounts or the host's ``/boot``.
+busybox, the virtio modules, ``guest/init``, which speaks the selftest
+protocol on COM1, and ``guest/aero-guest-tool.c`` compiled here with
+``gcc -static`` for what busybox cannot do (a UDP echo). Everything else comes
+from Debian packages, fetched with ``apt-get download`` and unpacked with
+``dpkg -x`` into a cache; nothing needs root, loop mounts or the host's ``/boot``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from harness.errors import HarnessError, UsageError
+from harness.errors import GuestBuildError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ WANTED_MODULES = (
     "nls_ascii",
     "nls_utf8",
     "vfat",
+    # The virtio keyboard and mouse (Aero contract v1), with /dev/input/event* nodes.
+    "virtio_input",
+    "evdev",
 )
 # Wanted, not required: a kernel without them still makes a guest, without the
 # pvpanic crash report and without the installer scenario's CDs.
@@ -78,11 +82,8 @@ TOOLS = (
     ("mcopy", "mtools"),
     ("syslinux", "syslinux"),
     ("qemu-img", "qemu-utils"),
+    ("gcc", "gcc"),
 )
-
-
-class BuildError(HarnessError):
-    """The test guest could not be built."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class GuestImage:
 def _tool(name: str, package: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if not found:
-        raise BuildError(
+        raise GuestBuildError(
             f"'{name}' is not installed; it comes with the Debian package '{package}'",
             hint=f"apt-get install -y {package}",
         )
@@ -106,7 +107,7 @@ def _run(argv: Sequence[str], cwd: Optional[Path] = None) -> str:
         list(argv), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     if proc.returncode != 0:
-        raise BuildError(
+        raise GuestBuildError(
             f"{' '.join(argv)} failed with exit code {proc.returncode}:\n{proc.stdout.strip()}"
         )
     return proc.stdout
@@ -129,7 +130,7 @@ class PackageCache:
         _run([_tool("apt-get", "apt"), "download", package], cwd=self.debs)
         found = sorted(self.debs.glob(f"{package}_*.deb"))
         if not found:
-            raise BuildError(f"apt-get download {package} produced no .deb")
+            raise GuestBuildError(f"apt-get download {package} produced no .deb")
         return found[-1]
 
     def tree(self, package: str) -> Path:
@@ -158,12 +159,12 @@ def kernel_packages(cache: PackageCache) -> List[str]:
     for meta in KERNEL_METAPACKAGES:
         try:
             depends = cache.field(meta, "Depends")
-        except BuildError as exc:
+        except GuestBuildError as exc:
             errors.append(str(exc).splitlines()[-1])
             continue
         match = re.search(r"(linux-image-(?:unsigned-)?[0-9][^\s,(]*)", depends)
         if not match:
-            raise BuildError(f"cannot find the kernel package in {meta}'s Depends: {depends}")
+            raise GuestBuildError(f"cannot find the kernel package in {meta}'s Depends: {depends}")
         image = match.group(1)
         packages = [image]
         modules = re.search(r"(linux-modules-[0-9][^\s,(]*)", cache.field(image, "Depends"))
@@ -174,10 +175,10 @@ def kernel_packages(cache: PackageCache) -> List[str]:
             try:
                 cache.deb(extra)
                 packages.append(extra)
-            except BuildError:
+            except GuestBuildError:
                 log.info("no %s; going on without it", extra)
         return packages
-    raise BuildError(
+    raise GuestBuildError(
         f"no kernel package found ({', '.join(KERNEL_METAPACKAGES)}): {'; '.join(errors)}",
         hint="run apt-get update, and check that the machine's apt sources are reachable",
     )
@@ -199,7 +200,7 @@ def _module_bytes(path: Path) -> bytes:
     if path.name.endswith(".zst"):
         proc = subprocess.run([_tool("zstd", "zstd"), "-dc", str(path)], stdout=subprocess.PIPE, check=False)
         if proc.returncode != 0:
-            raise BuildError(f"zstd could not decompress {path}")
+            raise GuestBuildError(f"zstd could not decompress {path}")
         return proc.stdout
     return data
 
@@ -217,7 +218,7 @@ def resolve_modules(index: Dict[str, Path], wanted: Iterable[str], builtin: Iter
             return
         seen.add(name)
         if name not in index:
-            raise BuildError(f"kernel module {name} is not in the kernel package")
+            raise GuestBuildError(f"kernel module {name} is not in the kernel package")
         for dep in module_depends(_module_bytes(index[name])):
             visit(dep.replace("-", "_"))
         order.append(name)
@@ -290,11 +291,25 @@ def busybox_binary(cache: PackageCache) -> Path:
     return tree / "bin" / "busybox"
 
 
-def build_initramfs(modules: Dict[str, Path], order: List[str], busybox: Path) -> bytes:
+def build_guest_tool(work: Path) -> bytes:
+    """guest/aero-guest-tool.c (what busybox cannot do, such as a UDP echo) as a static binary."""
+    out = work / "aero-guest-tool"
+    argv = [_tool("gcc", "gcc"), "-static", "-Os", "-s", "-o", str(out), str(GUEST_DIR / "aero-guest-tool.c")]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        raise GuestBuildError(
+            f"gcc could not build the guest tool (exit code {proc.returncode}):\n{proc.stdout.strip()}",
+            hint="gcc -static needs the static C library: apt-get install -y gcc libc6-dev",
+        )
+    return out.read_bytes()
+
+
+def build_initramfs(modules: Dict[str, Path], order: List[str], busybox: Path, tool: bytes) -> bytes:
     archive = Cpio()
     for d in ("bin", "dev", "etc", "lib", "lib/modules", "media", "mnt", "proc", "sys", "tmp"):
         archive.dir(d)
     archive.file("bin/busybox", busybox.read_bytes(), 0o755)
+    archive.file("bin/aero-guest-tool", tool, 0o755)
     archive.file("init", (GUEST_DIR / "init").read_bytes(), 0o755)
     archive.file("etc/udhcpc.script", (GUEST_DIR / "udhcpc.script").read_bytes(), 0o755)
     for name in order:
@@ -329,7 +344,7 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
     trees = [cache.tree(p) for p in kpkgs]
     vmlinuz = sorted((trees[0] / "boot").glob("vmlinuz-*"))
     if not vmlinuz:
-        raise BuildError(f"no vmlinuz in {kpkgs[0]}")
+        raise GuestBuildError(f"no vmlinuz in {kpkgs[0]}")
     modules_dirs = [d for t in trees for d in (t / "lib" / "modules", t / "usr" / "lib" / "modules") if d.is_dir()]
     index = module_index(modules_dirs)
     builtin = builtin_modules(modules_dirs)
@@ -338,15 +353,15 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
         try:
             resolve_modules(index, [name], builtin)
             optional.append(name)
-        except BuildError as exc:
+        except GuestBuildError as exc:
             log.warning("leaving out %s: %s", name, exc)
     order = resolve_modules(index, [*WANTED_MODULES, *optional], builtin)
     busybox = busybox_binary(cache)
-    initrd = build_initramfs(index, order, busybox)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aero-guest-", dir=out.parent) as tmp:
         work = Path(tmp)
+        initrd = build_initramfs(index, order, busybox, build_guest_tool(work))
         (work / "initrd.gz").write_bytes(initrd)
         shutil.copyfile(vmlinuz[-1], work / "vmlinuz")
         (work / "syslinux.cfg").write_text(SYSLINUX_CFG)

@@ -9,8 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def harness(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True,
+def harness(*args, cwd=ROOT, module="harness"):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60)
 
 
@@ -19,13 +19,14 @@ def harness(*args, cwd=ROOT):
     [
         (["--disk", "/nonexistent/win7.qcow2"], "--disk /nonexistent/win7.qcow2 does not exist"),
         (["--disk", "/tmp"], "is a directory"),
-        (["--timeout", "0"], "--timeout must be a positive number"),
+        (["--timeout", "0"], "--timeout must be a positive, finite number"),
+        (["--timeout", "inf"], "--timeout must be a positive, finite number"),
         (["--http-port", "70000"], "--http-port must be a port from 1 to 65535"),
         (["--memory", "8"], "--memory is in MiB"),
         (["--smp", "0"], "--smp must be"),
         (["--http-path", "no-slash"], "--http-path must start with /"),
         (["--require-test", "bad name"], "--require-test"),
-        (["--qemu-system", "/nonexistent/qemu"], "does not exist or is not executable"),
+        (["--qemu-system", "/nonexistent/qemu", "--disk", "README.md"], "does not exist or is not executable"),
     ],
 )
 def test_usage_errors(args, message):
@@ -41,7 +42,7 @@ def test_unknown_option_is_a_usage_error():
 
 
 def test_qemu_not_installed_is_a_host_error():
-    proc = harness("selftest", "--qemu-system", "qemu-system-nonexistent-arch")
+    proc = harness("selftest", "--qemu-system", "qemu-system-nonexistent-arch", "--disk", "README.md")
     assert proc.returncode == 5
     assert "qemu-system-nonexistent-arch is not installed" in proc.stdout
     assert "apt-get install" in proc.stderr
@@ -82,5 +83,12 @@ def test_bad_values_are_usage_errors(args, message):
 
 
 def test_missing_required_option_is_a_usage_error():
-    proc = harness("provision-media", "--selftest", "x.exe")
+    proc = harness("provision-media", "--selftest", "x.exe", module="images")
     assert proc.returncode == 4 and "FAIL: USAGE: the following arguments are required: --drivers" in proc.stdout
+
+
+def test_python_m_harness_has_no_default_disk():
+    """The runtime never builds guests: `invoke selftest` is the front that supplies the test guest."""
+    proc = harness("selftest", "--accel", "tcg")
+    assert proc.returncode == 4 and proc.stdout == "FAIL: USAGE: no --disk given\n"
+    assert "invoke selftest" in proc.stderr

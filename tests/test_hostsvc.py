@@ -2,6 +2,7 @@
 
 import hashlib
 import http.client
+import os
 import socket
 
 import pytest
@@ -118,3 +119,20 @@ def test_busy_udp_port_closes_the_http_server():
         with pytest.raises(HostError, match="UDP port"):
             with HostServices(0, port, PATH):
                 pass
+
+
+def test_a_busy_port_names_who_holds_it():
+    import socket
+
+    from harness.errors import HostError
+    from harness.hostsvc import HostServices
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        try:
+            with HostServices(port, 0, "/x"):
+                raise AssertionError("the port was free")
+        except HostError as exc:
+            assert f"HTTP port {port} on 127.0.0.1 is already in use by pid {os.getpid()} (" in exc.message

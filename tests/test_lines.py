@@ -50,3 +50,15 @@ def test_unterminated_rest_comes_out_on_flush():
 
 def test_clean_strips_only_edges():
     assert clean(b"\x00a\rb\r\r") == "a\rb"
+
+
+def test_a_lone_cr_ends_a_line_and_no_empty_lines_come_out():
+    lines, _ = feed_all([b"Booting...\rAERO_VIRTIO_SELFTEST|START|version=1\n\rnext\r\r\nlast\n"])
+    assert [line.text for line in lines] == [
+        "Booting...", "AERO_VIRTIO_SELFTEST|START|version=1", "next", "last"]
+
+
+def test_flushed_rest_is_marked_unterminated():
+    _, splitter = feed_all([b"done\r\nAERO_VIRTIO_SELFTEST|RESULT|PA"])
+    (rest,) = splitter.flush()
+    assert rest.text.endswith("RESULT|PA") and not rest.ended

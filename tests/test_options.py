@@ -14,13 +14,14 @@ from harness.config import SelftestConfig
 from harness.errors import UsageError
 from harness.exitcodes import ExitCode
 from harness.install import InstallConfig
-from harness.invoke_front import OptionContext
 from harness.options import COMMANDS, OPTIONS, options_for, resolve
 from images.provision import GuestSettings
+from tools.commands import EVERYTHING
+from tools.invoke_front import OptionContext
 
 
 def subparser(command):
-    parser = build_parser()
+    parser = build_parser(EVERYTHING)
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices[command]
 
@@ -233,14 +234,14 @@ def test_config_from_values_feeds_every_field():
 
 
 def test_remote_options_come_from_the_values(tmp_path):
-    from harness.cli import remote_options
+    from harness.cli import RUNTIME, remote_options
     from harness.console import Console
 
     disk = tmp_path / "win7.qcow2"
     disk.write_bytes(b"QFI\xfb" + bytes(508))
     values = resolve("remote-selftest", {"host": ["kvm01", "kvm02"], "disk": disk, "timeout": 90, "memory": 4096,
                                          "ssh_config": tmp_path / "ssh_config"})
-    opts = remote_options(values, Console())
+    opts = remote_options(values, Console(), RUNTIME)
     assert opts.hosts == ("kvm01", "kvm02") and opts.disk == disk and opts.remote_disk is None
     assert opts.timeout == 90.0 and opts.ssh_config == tmp_path / "ssh_config" and opts.remote_python == "python3"
     assert opts.selftest_args == ("--timeout", "90", "--memory", "4096")

@@ -1,5 +1,6 @@
 import shlex
 
+from harness.devices import DeviceSet, attach
 from harness.qemu_argv import QemuSpec, build_argv, keyval, shell_line
 
 
@@ -31,8 +32,9 @@ def test_paths_with_commas_and_spaces():
 def test_devices_and_defaults():
     argv = build_argv(spec())
     assert argv[0] == "qemu-system-x86_64"
-    assert "virtio-blk-pci,drive=disk0,bootindex=0" in argv
-    assert "virtio-net-pci,netdev=net0" in argv
+    assert "virtio-blk-pci,drive=drive0,bootindex=0,id=aero_virtio_blk0,disable-legacy=on" in argv
+    assert "virtio-net-pci,netdev=net0,id=aero_virtio_net0,disable-legacy=on" in argv
+    assert value_after(argv, "-drive", "file=").split(",")[1:3] == ["if=none", "id=drive0"]
     assert value_after(argv, "-netdev", "user") == "user,id=net0"
     assert "-no-reboot" in argv and "-S" in argv
     assert argv[argv.index("-accel") + 1] == "tcg"
@@ -56,8 +58,9 @@ def test_shell_line_round_trips():
 
 
 def test_install_media_boot_first_and_reboots_are_allowed():
-    argv = build_argv(spec(cdroms=("/isos/win 7,sp1.iso", "/b/provision.iso"), boot_cdrom=True, no_reboot=False))
+    argv = build_argv(spec(cdroms=("/isos/win 7,sp1.iso", "/b/provision.iso"), boot_cdrom=True, no_reboot=False,
+                           devices=tuple(attach(DeviceSet(disk_bootindex=1), {}))))
     assert "-no-reboot" not in argv
-    assert "virtio-blk-pci,drive=disk0,bootindex=1" in argv
+    assert value_after(argv, "-device", "virtio-blk-pci").startswith("virtio-blk-pci,drive=drive0,bootindex=1,")
     assert "file=/isos/win 7,,sp1.iso,if=none,id=cd0,media=cdrom,readonly=on" in argv
     assert "ide-cd,drive=cd0,bootindex=0" in argv and "ide-cd,drive=cd1" in argv

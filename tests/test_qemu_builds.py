@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from harness.qemu_builds import named, upstream_major
+from tools.qemu_builds import named, upstream_major
 
 
 def test_upstream_major_from_debian_versions():

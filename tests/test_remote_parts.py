@@ -4,7 +4,8 @@ import io
 import threading
 
 from harness.cli import build_parser, passthrough_args
-from harness.remote import HostOutcome, PrefixWriter, summary_table, worst
+from harness.exitcodes import ExitCode, worst
+from harness.remote import HostOutcome, PrefixWriter, summary_table
 
 
 def test_passthrough_keeps_every_selftest_option():
@@ -40,3 +41,5 @@ def test_summary_and_worst_code():
     assert table[0].split() == ["host", "exit", "verdict", "time"]
     assert table[2].split() == ["kvm-long-name", "3", "QEMU_EXITED", "4.0s"]
     assert worst([0, 3, 1]) == 3 and worst([0, 0]) == 0
+    assert worst([1, 130, 2]) == ExitCode.INTERRUPTED and worst([4, 1]) == ExitCode.USAGE
+    assert worst([]) == ExitCode.HOST_ERROR

@@ -1,10 +1,13 @@
 """The pure parts of the test guest builder."""
 
+import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from images.testguest import BuildError, Cpio, module_depends, resolve_modules
+from images.testguest import Cpio, GuestBuildError, build_guest_tool, module_depends, resolve_modules
 
 
 def test_module_depends_reads_modinfo():
@@ -36,7 +39,7 @@ def test_resolve_orders_dependencies_first(tmp_path):
 
 def test_resolve_names_a_missing_module(tmp_path):
     index = {"a": write_module(tmp_path, "a", "b")}
-    with pytest.raises(BuildError, match="kernel module b"):
+    with pytest.raises(GuestBuildError, match="kernel module b"):
         resolve_modules(index, ["a"])
 
 
@@ -72,5 +75,59 @@ def test_cpio_newc_round_trip():
 def test_init_script_speaks_the_protocol():
     init = (Path(__file__).parent.parent / "images" / "guest" / "init").read_text()
     for needle in ("AERO_VIRTIO_SELFTEST|START|version=1", "AERO_VIRTIO_SELFTEST|CONFIG|http_url=",
-                   "TEST|virtio-blk|", "TEST|virtio-net|", "AERO_VIRTIO_SELFTEST|RESULT|"):
+                   "TEST|virtio-blk|", "TEST|virtio-net|", "AERO_VIRTIO_SELFTEST|RESULT|",
+                   "TEST|virtio-input-bind|", "TEST|virtio-input|", "TEST|virtio-net-udp|",
+                   "TEST|virtio-snd|SKIP", "reason=pci_device_missing"):
         assert needle in init
+
+
+@pytest.fixture(scope="module")
+def guest_tool(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tool")
+    path = work / "aero-guest-tool"
+    path.write_bytes(build_guest_tool(work))
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def udp_port():
+    """A UDP socket on 127.0.0.1 that echoes every datagram but the ones of 999 bytes."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def echo():
+        while True:
+            data, peer = sock.recvfrom(65536)
+            if data == b"stop":
+                return
+            if len(data) != 999:
+                sock.sendto(data, peer)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    yield sock.getsockname()[1]
+    sock.sendto(b"stop", sock.getsockname())
+    thread.join()
+    sock.close()
+
+
+def udp_echo(tool, *args):
+    return subprocess.run([tool, "udp-echo", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_guest_tool_udp_echo(guest_tool, udp_port):
+    proc = udp_echo(guest_tool, "127.0.0.1", str(udp_port), "32", "1400")
+    assert (proc.returncode, proc.stdout) == (0, "1400 -\n")
+
+
+def test_guest_tool_udp_echo_names_the_failing_size(guest_tool, udp_port):
+    proc = udp_echo(guest_tool, "127.0.0.1", str(udp_port), "32", "999", "1400")
+    assert (proc.returncode, proc.stdout) == (1, "999 timeout\n")
+
+
+@pytest.mark.parametrize("args", [(), ("10.0.2.2",), ("not-an-address", "1", "32"), ("10.0.2.2", "1", "0")])
+def test_guest_tool_usage(guest_tool, args):
+    proc = udp_echo(guest_tool, *args)
+    assert proc.returncode == 2
+    assert "usage: aero-guest-tool udp-echo HOST PORT SIZE..." in proc.stderr

@@ -1,6 +1,6 @@
 from harness.exitcodes import ExitCode
 from harness.markers import parse
-from harness.verdict import Tracker, timeout_verdict, token_of, vm_gone_verdict
+from harness.verdict import Requirement, Tracker, timeout_verdict, token_of, vm_gone_verdict
 
 START = "AERO_VIRTIO_SELFTEST|START|version=1"
 BLK_PASS = "AERO_VIRTIO_SELFTEST|TEST|virtio-blk|PASS|write_ok=1"
@@ -10,8 +10,8 @@ PASS = "AERO_VIRTIO_SELFTEST|RESULT|PASS"
 FAIL = "AERO_VIRTIO_SELFTEST|RESULT|FAIL"
 
 
-def run(lines, required=("virtio-blk", "virtio-net")):
-    tracker = Tracker(required)
+def run(lines, required=("virtio-blk", "virtio-net"), fail_fast=True):
+    tracker = Tracker(required, fail_fast=fail_fast)
     verdict = None
     for line in lines:
         marker = parse(line)
@@ -61,9 +61,33 @@ def test_extra_required_test():
     assert verdict.token == "MISSING_VIRTIO_INPUT"
 
 
-def test_the_last_status_of_a_test_counts():
-    verdict, _ = run([START, BLK_PASS, NET_FAIL, NET_PASS, PASS])
+def test_the_last_status_of_a_test_counts_without_fail_fast():
+    verdict, _ = run([START, BLK_PASS, NET_FAIL, NET_PASS, PASS], fail_fast=False)
     assert verdict.passed
+
+
+def test_a_required_failure_ends_the_run_at_once():
+    tracker = Tracker(("virtio-blk", "virtio-net"))
+    assert tracker.add(parse(START)) is None
+    verdict = tracker.add(parse(NET_FAIL))
+    assert verdict.token == "VIRTIO_NET_FAILED" and "http_get_failed" in verdict.detail
+
+
+def test_a_skip_where_pass_is_required_ends_the_run_but_ready_does_not():
+    tracker = Tracker(("virtio-net", Requirement("virtio-snd", ("PASS", "SKIP"))))
+    assert tracker.add(parse("AERO_VIRTIO_SELFTEST|TEST|virtio-net|READY")) is None
+    assert tracker.add(parse("AERO_VIRTIO_SELFTEST|TEST|virtio-snd|SKIP|device_missing")) is None
+    assert tracker.add(parse("AERO_VIRTIO_SELFTEST|TEST|virtio-other|FAIL")) is None
+    verdict = tracker.add(parse("AERO_VIRTIO_SELFTEST|TEST|virtio-net|SKIP|flag_not_set"))
+    assert verdict.token == "VIRTIO_NET_SKIPPED"
+
+
+def test_pass_or_skip_requirement_at_result():
+    snd = Requirement("virtio-snd", ("PASS", "SKIP"))
+    ok, _ = run([START, BLK_PASS, NET_PASS, "AERO_VIRTIO_SELFTEST|TEST|virtio-snd|SKIP", PASS],
+                required=("virtio-blk", "virtio-net", snd))
+    missing, _ = run([START, BLK_PASS, NET_PASS, PASS], required=("virtio-blk", "virtio-net", snd))
+    assert ok.passed and missing.token == "MISSING_VIRTIO_SND"
 
 
 def test_a_new_start_forgets_the_previous_boot():

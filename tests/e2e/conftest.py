@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # The QEMU under test: the nox qemuN sessions set this; else the one on PATH.
 QEMU = os.environ.get("AERO_TEST_QEMU", "qemu-system-x86_64")
+TEST_GUEST = ROOT / "build" / "test-guest.qcow2"  # images.testguest.DEFAULT_OUT, built by the guest_image fixture
 
 
 def pytest_collection_modifyitems(items):
@@ -86,6 +87,8 @@ class HarnessRun:
     def __init__(self, args: List[str], artifacts: Path) -> None:
         self.artifacts = artifacts
         self.started = time.monotonic()
+        if not any(a == "--disk" or a.startswith("--disk=") for a in args):
+            args = ["--disk", str(TEST_GUEST), *args]  # python -m harness has no default disk; invoke's front does
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness", "selftest", "--qemu-system", QEMU, "--artifacts", str(artifacts), *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -19,7 +19,8 @@ from tests.e2e.conftest import QEMU, ROOT, HarnessRun, qemu_pids, sha256
 
 
 def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+    front = "images" if args[0] in ("provision-media", "build-test-guest") else "harness"
+    return subprocess.run([sys.executable, "-m", front, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 

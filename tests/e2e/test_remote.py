@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import QEMU, ROOT, qemu_pids, scenario, sha256
+from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario, sha256
 from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns, free_port, keygen
 
 TCG = ["--accel", "tcg"]
 
 
 def remote(world: SSHWorld, *args: str, artifacts: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    if "--disk" not in args and "--remote-disk" not in args:
+        args = ("--disk", str(TEST_GUEST), *args)  # python -m harness has no default disk; invoke's front does
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
             "--qemu-system", QEMU, "--artifacts", str(artifacts), *args]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -127,7 +129,8 @@ def test_closed_port_is_a_clear_connection_error(world, tmp_path):
 
 def test_missing_qemu_on_the_host(world, server, tmp_path):
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
-            "--host", "kvm01", "--qemu-system", "qemu-system-nonexistent", "--artifacts", str(tmp_path / "a")]
+            "--host", "kvm01", "--qemu-system", "qemu-system-nonexistent", "--artifacts", str(tmp_path / "a"),
+            "--disk", str(TEST_GUEST)]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 14 and "FAIL: REMOTE_NO_QEMU: " in proc.stdout
     assert "is not installed on the host" in proc.stdout
@@ -145,7 +148,8 @@ REMOTE_RUNS = ".cache/aero-virtio-harness/runs"
 def start_hanging_remote(world: SSHWorld, artifacts: Path) -> subprocess.Popen:
     """remote-selftest on a guest that never says RESULT, returned once the remote QEMU runs."""
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
-            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(artifacts), *TCG, *scenario("hang")]
+            "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(artifacts), "--disk", str(TEST_GUEST), *TCG,
+            *scenario("hang")]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120

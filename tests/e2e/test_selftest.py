@@ -6,21 +6,30 @@ kept and the base image is unchanged.
 """
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests.e2e.conftest import HarnessRun, qemu_pids, scenario, sha256
+from tests.e2e.conftest import QEMU, ROOT, Finished, HarnessRun, qemu_pids, scenario, sha256
 
 TCG = ["--accel", "tcg"]
 
 
-def test_pass_with_defaults(selftest):
-    """No flags at all: the built-in guest, --accel auto (KVM is broken here: falls back to TCG)."""
-    run = selftest()
+def test_pass_with_defaults(tmp_path, guest_image):
+    """The README's main job: `invoke selftest` with no flags at all: the built-in guest, --accel auto
+    (KVM is broken here: falls back to TCG), the contract-v1 devices."""
+    before = sha256(guest_image)
+    artifacts = tmp_path / "a"
+    proc = subprocess.run([sys.executable, "-m", "invoke", "selftest", "--qemu-system", QEMU, "--artifacts",
+                           str(artifacts)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = Finished(proc.returncode, proc.stdout, proc.stderr, 0.0, artifacts)
+    assert qemu_pids(str(artifacts)) == [] and sha256(guest_image) == before
     assert run.code == 0, run.stdout + run.stderr
     assert run.stdout.strip().splitlines()[-1] == "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS"
     for name in ("serial.log", "qemu.log", "result.json", "junit.xml"):
@@ -58,14 +67,14 @@ def test_required_test_missing(selftest):
 
 
 def test_extra_required_test_missing(selftest):
-    run = selftest(*TCG, "--require-test", "virtio-blk", "--require-test", "virtio-input")
-    assert run.code == 1 and "FAIL: MISSING_VIRTIO_INPUT: " in run.stdout
+    run = selftest(*TCG, "--require-test", "virtio-blk", "--require-test", "virtio-gpu")
+    assert run.code == 1 and "FAIL: MISSING_VIRTIO_GPU: " in run.stdout
 
 
 def test_hang_is_a_timeout_with_a_screenshot(selftest):
     run = selftest(*TCG, "--timeout", "25", *scenario("hang"))
     assert run.code == 2
-    assert "FAIL: TIMEOUT: no RESULT within 25 s; last marker: TEST|virtio-blk-reset" in run.stdout
+    assert "FAIL: TIMEOUT: no RESULT within 25 s; last marker: virtio-blk-reset SKIP" in run.stdout
     assert (run.artifacts / "screen.png").exists()
     assert run.result["token"] == "TIMEOUT"
 
@@ -134,13 +143,29 @@ def test_no_snapshot_writes_the_image(tmp_path, guest_image, selftest):
     assert run.result["qemu"]["snapshot"] is False
 
 
-def test_dry_run_starts_nothing(tmp_path, guest_image):
-    run = HarnessRun(["--dry-run", "--disk", str(guest_image)], tmp_path / "dry").finish(60)
+def test_dry_run_starts_nothing_and_its_shell_line_runs_as_it_is(tmp_path, guest_image):
+    before = sha256(guest_image)
+    run = HarnessRun(["--dry-run", "--disk", str(guest_image), *TCG, *scenario("hang")], tmp_path / "dry").finish(60)
     assert run.code == 0
     argv = json.loads(run.stdout.splitlines()[0])
     assert argv[0].endswith("qemu-system-x86_64") and "-S" not in argv
-    assert "virtio-blk-pci,drive=disk0,bootindex=0" in argv
+    assert any(a.startswith("virtio-blk-pci,drive=drive0,bootindex=0,id=aero_virtio_blk0,disable-legacy=on")
+               for a in argv)
+    assert any(a.startswith(f"file={guest_image},") and a.endswith(",snapshot=on") for a in argv)
     assert not (tmp_path / "dry").exists()
+    # Pasted into a shell, the second line boots the guest (and writes nothing but its artifacts).
+    shell = subprocess.Popen(["bash", "-c", run.stdout.splitlines()[1]], start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        serial = tmp_path / "dry" / "serial.log"
+        while time.monotonic() < deadline and b"|START|" not in (serial.read_bytes() if serial.exists() else b""):
+            time.sleep(0.2)
+        assert b"|START|" in serial.read_bytes()
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+    assert sha256(guest_image) == before
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -102,9 +102,10 @@ class OptionTask(Task[Callable[..., None]]):
     def __init__(self, cmd: options.Command) -> None:
         def body(c: Context, **given: Any) -> None:
             from harness.cli import run_command
+            from tools.commands import EVERYTHING
 
             typed = {name: value for name, value in given.items() if value is not None and value != []}
-            code = run_command(cmd.name, typed, InvokeSettings(c.config))
+            code = run_command(cmd.name, typed, InvokeSettings(c.config), front=EVERYTHING)
             if code:
                 raise Exit(code=code)
 

@@ -1,0 +1,131 @@
+"""Ctrl-C and SIGTERM, taken where the harness can act on them.
+
+A signal that Python turns into an exception at an arbitrary instant lands
+wherever the main thread happens to be: inside qemu.qmp's event loop, between
+``fork`` and the line that records QEMU's pid, in the middle of stopping QEMU.
+Each of those loses the signal or leaves a QEMU behind. So the handler only
+records the signal and wakes the main thread (through a pipe that ``sleep``
+waits on); the run then raises ``Interrupted`` at its own checkpoints, where
+every resource it holds is owned by a context manager.
+
+Commands that do not follow a run (remote-selftest, builds) keep Python's
+usual behaviour: outside ``held()``, the handler raises at once, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import threading
+from types import FrameType
+from typing import Iterator, Optional
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The user (Ctrl-C) or a supervisor (SIGTERM) asked the harness to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class _State:
+    pending: Optional[int] = None  # the first signal received
+    raised = False  # Interrupted has been raised for it (never twice)
+    depth = 0  # nesting of held()
+    wake_r = -1
+    wake_w = -1
+
+
+_state = _State()
+
+
+def _handler(signum: int, frame: Optional[FrameType]) -> None:
+    if _state.pending is None:
+        _state.pending = signum
+    if _state.depth == 0:
+        checkpoint()
+
+
+def install() -> None:
+    """Take SIGINT and SIGTERM (again is harmless); only the main thread can."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if _state.wake_r < 0:
+        _state.wake_r, _state.wake_w = os.pipe()
+        os.set_blocking(_state.wake_r, False)
+        os.set_blocking(_state.wake_w, False)
+    # The C-level handler writes the signal number here before Python runs _handler,
+    # so a select() on the read end returns even when the signal lands just before it.
+    signal.set_wakeup_fd(_state.wake_w, warn_on_full_buffer=False)
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+
+
+def reset() -> None:
+    """Forget a recorded signal (tests, and a process that handles several runs)."""
+    _state.pending = None
+    _state.raised = False
+    _drain()
+
+
+def requested() -> Optional[int]:
+    """The signal received so far, if any."""
+    return _state.pending
+
+
+def checkpoint() -> None:
+    """Raise Interrupted if a signal has arrived and was not raised yet."""
+    if _state.pending is not None and not _state.raised:
+        _state.raised = True
+        raise Interrupted(_state.pending)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """A region where a signal is only recorded; it is raised at ``checkpoint``/``sleep``.
+
+    Leaving the outermost region normally raises a signal still pending.
+    """
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+    if _state.depth == 0:
+        checkpoint()
+
+
+def sleep(seconds: float) -> None:
+    """Sleep, but wake at once for a signal (and raise it)."""
+    checkpoint()
+    if seconds > 0:
+        if _state.wake_r >= 0:
+            select.select([_state.wake_r], [], [], seconds)
+            _drain()
+        else:
+            select.select([], [], [], seconds)
+    checkpoint()
+
+
+def wake_fd() -> int:
+    """A file descriptor that becomes readable when a signal arrives (-1 before ``install``)."""
+    return _state.wake_r
+
+
+def _drain() -> None:
+    if _state.wake_r < 0:
+        return
+    try:
+        while os.read(_state.wake_r, 512):
+            pass
+    except BlockingIOError:
+        pass
