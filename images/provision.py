@@ -112,23 +112,44 @@ def selftest_argv(settings: GuestSettings) -> List[str]:
     return argv
 
 
+def task_line(settings: GuestSettings) -> str:
+    """The task's command line (schtasks' /TR value): switches (arguments starting with --) bare, the rest quoted."""
+    return " ".join(a if a.startswith("--") else quote_arg(a) for a in selftest_argv(settings))
+
+
 def schtasks_line(settings: GuestSettings) -> str:
     """The schtasks command that registers the selftest to run at every boot as SYSTEM.
 
     The task's command line is parsed twice: once by schtasks (the /TR value)
     and once by the selftest when the task starts, so it is quoted twice.
-    Switches (arguments starting with --) stay bare in the task's command line.
     """
-    task_line = " ".join(a if a.startswith("--") else quote_arg(a) for a in selftest_argv(settings))
-    return f'schtasks /Create /F /TN "{TASK_NAME}" /SC ONSTART /RU SYSTEM /TR {quote_arg(task_line)}'
+    return f'schtasks /Create /F /TN "{TASK_NAME}" /SC ONSTART /RU SYSTEM /TR {quote_arg(task_line(settings))}'
 
 
 # --- provision.cmd ----------------------------------------------------------
 
 
+def _say(what: str) -> str:
+    """A line that writes ``AERO_PROVISION|<what>`` to COM1; ``what`` has its | escaped as ^|."""
+    # The line ends right after "COM1": text between the echo and a following & would be echoed too.
+    return f"echo {SERIAL_PREFIX[:-1]}^|{what}> COM1"
+
+
+def _fail_if(condition: str, reason: str, log: str) -> List[str]:
+    """A block that, when ``condition`` holds, logs, writes FAIL with ``reason`` to COM1 and ends the script.
+
+    Inside a parenthesised block cmd.exe ends the block at the first ) it meets,
+    also in echoed text: the texts here must hold none.
+    """
+    body = [f'echo [%DATE% %TIME%] FAIL: {log}>> "%LOG%"', _say(f"FAIL^|reason={reason}"), "exit /b 1"]
+    for text in body:
+        if set(text) & set("()"):
+            raise ValueError(f"a parenthesis inside a cmd.exe block: {text}")
+    return [f"{condition} (", *("  " + text for text in body), ")"]
+
+
 def provision_cmd(settings: GuestSettings) -> str:
     """The script FirstLogonCommands runs once, from the provisioning media."""
-    say = "echo AERO_PROVISION^|{}> COM1"
     lines = [
         "@echo off",
         "rem Aero virtio selftest provisioning; written by `invoke provision-media`.",
@@ -138,36 +159,33 @@ def provision_cmd(settings: GuestSettings) -> str:
         "mode COM1: BAUD=115200 PARITY=N DATA=8 STOP=1 >nul 2>&1",
         'set "MEDIA="',
         f"for %%D in ({' '.join(DRIVE_LETTERS)}) do if exist \"%%D:\\{MARKER}\" set \"MEDIA=%%D:\"",
-        "if not defined MEDIA (",
-        f'  echo the provisioning media ({MARKER}) was not found>> "%LOG%"',
-        "  " + say.format("FAIL^|reason=media_not_found"),
-        "  exit /b 1",
-        ")",
-        'echo media: %MEDIA%>> "%LOG%"',
-        say.format("START^|media=%MEDIA%"),
+        *_fail_if("if not defined MEDIA", "media_not_found",
+                  f"no drive from D: to Z: holds {MARKER}, the provisioning media's marker"),
+        'echo [%DATE% %TIME%] media: %MEDIA%>> "%LOG%"',
+        _say("START^|media=%MEDIA%"),
     ]
     for inf in settings.infs:
         lines += [
-            f'echo installing {inf}.inf>> "%LOG%"',
+            f'echo [%DATE% %TIME%] installing {inf}.inf>> "%LOG%"',
             f'pnputil -i -a "%MEDIA%\\drivers\\{inf}\\{inf}.inf" >> "%LOG%" 2>&1',
-            f"if errorlevel 1 ({say.format(f'FAIL^|reason=pnputil_failed^|inf={inf}')} & exit /b 1)",
-            say.format(f"STEP^|inf={inf}"),
+            *_fail_if("if errorlevel 1", f"pnputil_failed^|inf={inf}", f"pnputil {inf}.inf"),
+            _say(f"STEP^|inf={inf}"),
         ]
     if settings.test_signing:
         lines += [
             'bcdedit /set testsigning on >> "%LOG%" 2>&1',
-            f"if errorlevel 1 ({say.format('FAIL^|reason=testsigning_failed')} & exit /b 1)",
-            say.format("STEP^|testsigning=on"),
+            *_fail_if("if errorlevel 1", "testsigning_failed", "bcdedit /set testsigning on"),
+            _say("STEP^|testsigning=on"),
         ]
     lines += [
         f'if not exist "{SELFTEST_DIR}" mkdir "{SELFTEST_DIR}"',
         f'copy /y "%MEDIA%\\AeroTests\\{SELFTEST_NAME}" "{SELFTEST_DIR}\\{SELFTEST_NAME}" >> "%LOG%" 2>&1',
-        f"if errorlevel 1 ({say.format('FAIL^|reason=copy_failed')} & exit /b 1)",
+        *_fail_if("if errorlevel 1", "copy_failed", f"copy {SELFTEST_NAME}"),
         f'{schtasks_line(settings)} >> "%LOG%" 2>&1',
-        f"if errorlevel 1 ({say.format('FAIL^|reason=schtasks_failed')} & exit /b 1)",
-        say.format("STEP^|task=" + TASK_NAME),
+        *_fail_if("if errorlevel 1", "schtasks_failed", f"schtasks /Create {TASK_NAME}"),
+        _say("STEP^|task=" + TASK_NAME),
         'echo [%DATE% %TIME%] provisioning done>> "%LOG%"',
-        say.format("DONE"),
+        _say("DONE"),
         # A clean shutdown: the selftest task runs from the next boot on (with test signing active).
         "shutdown /s /t 15 /d p:4:1",
         "exit /b 0",
@@ -286,9 +304,15 @@ def autounattend_xml(settings: GuestSettings) -> bytes:
 
 
 def first_logon_command() -> str:
-    """Find the media by its marker file and run provision.cmd from it."""
+    """Find the media by its marker file and run provision.cmd from it; say so on COM1 when no drive has it.
+
+    ``exit /b`` outside a batch file ends this cmd.exe, so the FAIL line runs only when no drive
+    matched. The body of the for loop is in parentheses: Wine's cmd skips an unwrapped
+    ``do if ... (...)`` without a word, and Windows' reads both forms alike.
+    """
     letters = " ".join(DRIVE_LETTERS)
-    return f'cmd /c for %i in ({letters}) do if exist %i:\\{MARKER} (call %i:\\provision.cmd & exit /b)'
+    return (f"cmd /q /c (for %i in ({letters}) do (if exist %i:\\{MARKER} (call %i:\\provision.cmd & exit /b)))"
+            f" & {_say('FAIL^|reason=media_not_found')}")
 
 
 # --- the media --------------------------------------------------------------

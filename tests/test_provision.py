@@ -1,4 +1,5 @@
-"""Provisioning media: the ISO read back, provision.cmd, the schtasks quoting, autounattend.xml."""
+"""Provisioning media: the ISO read back, provision.cmd, the schtasks quoting, autounattend.xml.
+tests/test_provision_wine.py runs provision.cmd itself."""
 
 from __future__ import annotations
 
@@ -107,6 +108,27 @@ def test_values_cmd_would_interpret_are_refused(field, value):
 def test_bad_switch_is_refused():
     with pytest.raises(UsageError, match="--test-NAME"):
         GuestSettings(test_switches=("--reboot",)).validate()
+
+
+@pytest.mark.parametrize("settings", [GuestSettings(), GuestSettings(test_signing=False)])
+def test_no_parenthesis_inside_a_block(settings):
+    """cmd.exe ends a ( ... ) block at the first ), also one in echoed text (the media-not-found bug)."""
+    depth = 0
+    for line in provision_cmd(settings).splitlines():
+        if line.endswith(" ("):
+            depth += 1
+        elif line == ")":
+            depth -= 1
+        elif depth:
+            assert "(" not in line and ")" not in line, line
+    assert depth == 0
+
+
+def test_every_fail_line_ends_where_its_echo_does():
+    # Text between "> COM1" and a following "&" would be echoed too (a trailing space on COM1).
+    for line in provision_cmd(GuestSettings()).splitlines():
+        if "> COM1" in line:
+            assert line.endswith("> COM1"), line
 
 
 def make_drivers(root: Path, names=("aero_virtio_blk", "aero_virtio_net")) -> Path:
