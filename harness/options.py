@@ -281,9 +281,18 @@ OPTIONS: Tuple[Option, ...] = (
         Option("blk_root", str, None, "the selftest's --blk-root", default_help="not passed"),
         Option("test_switch", str, (), "a selftest switch such as net-link-flap (becomes --test-net-link-flap)",
                repeatable=True, metavar="NAME"),
+        Option("guest_switch", str, (), "any switch of the guest selftest, for its scheduled task: NAME for a flag "
+               "(expect-blk-msi), NAME=VALUE for one with a value (net-timeout-sec=60); checked against the "
+               "selftest's own list", repeatable=True, metavar="SWITCH", dashed=True),
+        Option("check_guest_switches", bool, True, "refuse a switch the selftest does not know (with the nearest "
+               "one); --no-check-guest-switches passes it on as given, for a selftest newer than this harness"),
         Option("test_signing", bool, True, "turn test signing on (bcdedit) for test-signed drivers"),
-        Option("inf", str, ("aero_virtio_blk", "aero_virtio_net"), "an INF of the allow-list; giving it replaces "
-               "the default list", repeatable=True, metavar="NAME"),
+        Option("inf", str, ("aero_virtio_blk", "aero_virtio_net", "aero_virtio_input", "aero_virtio_tablet"),
+               "an INF of the allow-list; giving it replaces the default list", repeatable=True, metavar="NAME"),
+        Option("with_virtio_snd", bool, False, "also install the sound driver (aero_virtio_snd), for runs with "
+               "--with-virtio-snd"),
+        Option("virtio_input_compat_id_name", bool, True, "set the input driver's compat mode (registry DWORD "
+               "aero_virtio_input\\Parameters\\CompatIdName = 1), which stock QEMU's keyboard and mouse need"),
         Option("arch", str, "amd64", "Windows architecture", choices=("amd64", "x86")),
         Option("product_key", str, None, "Windows product key for autounattend.xml; never printed or logged",
                default_help="$AERO_WIN7_PRODUCT_KEY, else none"),

@@ -7,6 +7,7 @@ See docs/guest-contract.md, "Provisioning a Windows image".
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import re
@@ -34,6 +35,82 @@ UNATTEND_NS = "urn:schemas-microsoft-com:unattend"
 WCM_NS = "http://schemas.microsoft.com/WMIConfig/2002/State"
 # Characters that cmd.exe would act on inside provision.cmd; refused rather than escaped.
 CMD_SPECIAL = set('&|<>^%!"\r\n')
+# schtasks refuses a /TR value (the task's command line) longer than this.
+TASK_LINE_MAX = 261
+SOUND_INF = "aero_virtio_snd"
+# Drivers PnP installs at first logon (provision.cmd); Windows PE is offered the others (storage, network).
+NOT_IN_WINPE = ("aero_virtio_input", "aero_virtio_tablet", SOUND_INF)
+INPUT_SERVICE_PARAMETERS = "HKLM\\System\\CurrentControlSet\\Services\\aero_virtio_input\\Parameters"
+
+
+# --- the selftest's switches -------------------------------------------------
+
+FLAG = "flag"
+NUMBER = "number"  # a whole number, as the selftest's ParseU32 reads it (decimal, 0 to 2**32-1)
+TEXT = "text"
+# Every switch aero-virtio-selftest.exe takes (its wmain, usage text and Options), with the kind of
+# value it reads after it. The selftest exits 2 on any other argument, so a typo here would leave
+# the image without a selftest: hence the check. Aliases are listed as the selftest accepts them.
+SELFTEST_SWITCHES: Dict[str, str] = {
+    "expect-blk-msi": FLAG, "test-blk-resize": FLAG, "test-blk-reset": FLAG,
+    "test-net-link-flap": FLAG, "require-net-msix": FLAG,
+    "disable-snd": FLAG, "disable-snd-capture": FLAG, "require-snd": FLAG, "test-snd": FLAG,
+    "require-snd-msix": FLAG, "require-snd-capture": FLAG, "test-snd-capture": FLAG,
+    "test-snd-buffer-limits": FLAG, "require-non-silence": FLAG, "allow-virtio-snd-transitional": FLAG,
+    "test-input-events": FLAG, "test-input-events-extended": FLAG, "test-input-events-modifiers": FLAG,
+    "test-input-events-buttons": FLAG, "test-input-events-wheel": FLAG, "test-input-tablet-events": FLAG,
+    "test-tablet-events": FLAG, "test-input-media-keys": FLAG, "test-input-led": FLAG, "test-input-leds": FLAG,
+    "require-input-msix": FLAG,
+    "net-timeout-sec": NUMBER, "io-size-mib": NUMBER, "io-chunk-kib": NUMBER, "log-file": TEXT,
+}
+# Switches provision-media sets from its own options, so that host and guest cannot disagree.
+OWN_SWITCHES: Dict[str, str] = {
+    "http-url": "--http-url (or --http-port and --http-path)", "udp-port": "--udp-port", "dns-host": "--dns-host",
+    "blk-root": "--blk-root",
+}
+# Combinations the selftest refuses (it exits 2): the first switch with any of the others.
+SWITCH_CONFLICTS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("disable-snd", ("require-snd", "test-snd", "require-snd-msix", "require-snd-capture", "test-snd-capture",
+                     "test-snd-buffer-limits", "require-non-silence")),
+    ("disable-snd-capture", ("require-snd-capture", "test-snd-capture", "require-non-silence")),
+)
+
+
+def parse_switch(spec: str, checked: bool = True) -> Tuple[str, Optional[str]]:
+    """A switch as given (``expect-blk-msi``, ``--net-timeout-sec=60``): its name and value.
+
+    ``checked``: a name the selftest does not know is a usage error (with the
+    nearest one); otherwise it is passed on as given.
+    """
+    text = spec[2:] if spec.startswith("--") else spec
+    name, has_value, value = text.partition("=")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise UsageError(f"{spec!r} is not a selftest switch", hint="give NAME or NAME=VALUE, such as expect-blk-msi "
+                         "or net-timeout-sec=60 (the selftest's switches are lower case)")
+    if name in OWN_SWITCHES:
+        raise UsageError(f"--{name} is set by provision-media's {OWN_SWITCHES[name]}, not as a switch",
+                         hint=f"use {OWN_SWITCHES[name]}")
+    kind = SELFTEST_SWITCHES.get(name)
+    if kind is None:
+        if checked:
+            close = difflib.get_close_matches(name, list(SELFTEST_SWITCHES), n=1)
+            hint = (f"did you mean {close[0]}?" if close else f"its switches: {', '.join(SELFTEST_SWITCHES)}")
+            raise UsageError(f"the selftest has no switch --{name} (it would exit at every boot without testing)",
+                             hint=hint + "; for a selftest newer than this harness, --no-check-guest-switches")
+        kind = TEXT if has_value else FLAG
+    if kind == FLAG and has_value:
+        raise UsageError(f"--{name} is a flag of the selftest and takes no value", hint=f"give it as {name}")
+    if kind != FLAG:
+        if not has_value or not value:
+            raise UsageError(f"--{name} takes a value", hint=f"give it as {name}=VALUE")
+        if kind == NUMBER and not (re.fullmatch(r"[0-9]+", value) and int(value) < 2**32):
+            raise UsageError(f"--{name} takes a whole number, not {value!r}")
+        bad = sorted(set(value) & CMD_SPECIAL)
+        if bad:
+            raise UsageError(f"--{name} {value!r} holds {''.join(bad)!r}, which cmd.exe would interpret",
+                             hint="use a value without & | < > ^ % ! or quotes")
+        return name, value
+    return name, None
 
 
 @dataclass(frozen=True)
@@ -47,13 +124,27 @@ class GuestSettings:
     udp_port: int = DEFAULT_UDP_PORT
     dns_host: str = default("provision_media", "dns_host")
     blk_root: Optional[str] = default("provision_media", "blk_root")
-    test_switches: Tuple[str, ...] = default("provision_media", "test_switch")
+    test_switches: Tuple[str, ...] = default("provision_media", "test_switch")  # each --test-NAME
+    guest_switches: Tuple[str, ...] = default("provision_media", "guest_switch")  # each NAME or NAME=VALUE
+    check_guest_switches: bool = default("provision_media", "check_guest_switches")
     test_signing: bool = default("provision_media", "test_signing")
     infs: Tuple[str, ...] = DEFAULT_INFS
+    with_virtio_snd: bool = default("provision_media", "with_virtio_snd")
+    input_compat: bool = default("provision_media", "virtio_input_compat_id_name")
     arch: str = default("provision_media", "arch")
     admin_password: str = default("provision_media", "admin_password")
     computer_name: str = default("provision_media", "computer_name")
     product_key: Optional[str] = field(default=default("provision_media", "product_key"), repr=False)
+
+    def driver_infs(self) -> Tuple[str, ...]:
+        """The allow-list, with the sound driver when --with-virtio-snd asks for it."""
+        if self.with_virtio_snd and SOUND_INF not in self.infs:
+            return (*self.infs, SOUND_INF)
+        return self.infs
+
+    def switches(self) -> List[Tuple[str, Optional[str]]]:
+        """The selftest switches beyond the URL, ports and folders: (name, value or None), in order given."""
+        return [parse_switch(spec, self.check_guest_switches) for spec in (*self.test_switches, *self.guest_switches)]
 
     def validate(self) -> None:
         for name, value in (("--http-url", self.http_url), ("--dns-host", self.dns_host),
@@ -69,13 +160,33 @@ class GuestSettings:
         for switch in self.test_switches:
             if not re.fullmatch(r"--test-[a-z0-9][a-z0-9-]*", switch):
                 raise UsageError(f"{switch!r} is not a selftest switch of the form --test-NAME")
-        for inf in self.infs:
+        self._check_switches()
+        for inf in self.driver_infs():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", inf):
                 raise UsageError(f"INF name {inf!r} should be a bare name such as aero_virtio_blk")
         if self.arch not in ("amd64", "x86"):
             raise UsageError(f"--arch must be amd64 or x86, not {self.arch}")
         if not re.fullmatch(r"[A-Za-z0-9-]{1,15}", self.computer_name):
             raise UsageError("--computer-name must be 1 to 15 letters, digits or dashes")
+        line = task_line(self)
+        if len(line) > TASK_LINE_MAX:
+            raise UsageError(f"the task's command line is {len(line)} characters long; schtasks takes at most "
+                             f"{TASK_LINE_MAX}: {line}", hint="give fewer switches, or a shorter --http-path or "
+                             "--blk-root")
+
+    def _check_switches(self) -> None:
+        switches = self.switches()
+        names = [name for name, _ in switches]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UsageError(f"the selftest switch --{twice[0]} is given twice")
+        for first, others in SWITCH_CONFLICTS:
+            clash = [name for name in others if name in names]
+            if first in names and clash:
+                raise UsageError(f"the selftest refuses --{first} with --{clash[0]} (it would exit at every boot)")
+        if self.with_virtio_snd and "disable-snd" in names:
+            raise UsageError("--with-virtio-snd installs the sound driver for runs that test sound, and the "
+                             "switch disable-snd makes the selftest skip those tests", hint="give one of them")
 
 
 # --- Windows command-line quoting -------------------------------------------
@@ -102,19 +213,29 @@ def quote_arg(arg: str) -> str:
     return "".join(out)
 
 
-def selftest_argv(settings: GuestSettings) -> List[str]:
-    argv = [f"{SELFTEST_DIR}\\{SELFTEST_NAME}", "--http-url", settings.http_url, "--dns-host", settings.dns_host]
+def _task_words(settings: GuestSettings) -> List[Tuple[str, bool]]:
+    """The selftest's arguments, each marked True when it is a switch (bare) rather than a value (quoted)."""
+    words = [(f"{SELFTEST_DIR}\\{SELFTEST_NAME}", False), ("--http-url", True), (settings.http_url, False),
+             ("--dns-host", True), (settings.dns_host, False)]
     if settings.udp_port != DEFAULT_UDP_PORT:
-        argv += ["--udp-port", str(settings.udp_port)]
+        words += [("--udp-port", True), (str(settings.udp_port), False)]
     if settings.blk_root is not None:
-        argv += ["--blk-root", settings.blk_root]
-    argv += list(settings.test_switches)
-    return argv
+        words += [("--blk-root", True), (settings.blk_root, False)]
+    for name, value in settings.switches():
+        words.append((f"--{name}", True))
+        if value is not None:
+            words.append((value, False))
+    return words
+
+
+def selftest_argv(settings: GuestSettings) -> List[str]:
+    """The arguments the selftest gets at every boot (its argv, program first)."""
+    return [word for word, _ in _task_words(settings)]
 
 
 def task_line(settings: GuestSettings) -> str:
-    """The task's command line (schtasks' /TR value): switches (arguments starting with --) bare, the rest quoted."""
-    return " ".join(a if a.startswith("--") else quote_arg(a) for a in selftest_argv(settings))
+    """The task's command line (schtasks' /TR value): switches bare, the program and values quoted."""
+    return " ".join(word if switch else quote_arg(word) for word, switch in _task_words(settings))
 
 
 def schtasks_line(settings: GuestSettings) -> str:
@@ -164,7 +285,15 @@ def provision_cmd(settings: GuestSettings) -> str:
         'echo [%DATE% %TIME%] media: %MEDIA%>> "%LOG%"',
         _say("START^|media=%MEDIA%"),
     ]
-    for inf in settings.infs:
+    if settings.input_compat:
+        # Before the input driver is installed, so that its first start already reads it.
+        lines += [
+            'echo [%DATE% %TIME%] input driver compat mode: CompatIdName=1>> "%LOG%"',
+            f'reg add "{INPUT_SERVICE_PARAMETERS}" /v CompatIdName /t REG_DWORD /d 1 /f >> "%LOG%" 2>&1',
+            *_fail_if("if errorlevel 1", "reg_failed", "reg add CompatIdName"),
+            _say("STEP^|input_compat=on"),
+        ]
+    for inf in settings.driver_infs():
         lines += [
             f'echo [%DATE% %TIME%] installing {inf}.inf>> "%LOG%"',
             f'pnputil -i -a "%MEDIA%\\drivers\\{inf}\\{inf}.inf" >> "%LOG%" 2>&1',
@@ -217,8 +346,12 @@ def _added(parent: ET.Element, tag: str, key: Optional[str] = None) -> ET.Elemen
 
 
 def driver_paths(settings: GuestSettings) -> List[str]:
-    """Where WinPE looks for the storage and network drivers: every drive letter the CD may have."""
-    return [f"{letter}:\\drivers\\{inf}" for inf in settings.infs for letter in DRIVE_LETTERS[:8]]
+    """Where WinPE looks for the storage and network drivers: every drive letter the CD may have.
+
+    The input, tablet and sound drivers are left to provision.cmd: Setup does not need them.
+    """
+    infs = [inf for inf in settings.driver_infs() if inf.lower() not in NOT_IN_WINPE]
+    return [f"{letter}:\\drivers\\{inf}" for inf in infs for letter in DRIVE_LETTERS[:8]]
 
 
 def autounattend_xml(settings: GuestSettings) -> bytes:
@@ -356,9 +489,11 @@ def media_files(drivers: Path, selftest: Path, settings: GuestSettings) -> List[
     ]
     public = asdict(settings)
     public.pop("product_key")
+    public["driver_infs"] = list(settings.driver_infs())
+    public["selftest_argv"] = selftest_argv(settings)
     public["schtasks"] = schtasks_line(settings)
     files.append(MediaFile("provision.json", (json.dumps(public, indent=2) + "\n").encode()))
-    for name, inf in find_infs(drivers, settings.infs).items():
+    for name, inf in find_infs(drivers, settings.driver_infs()).items():
         package = inf.parent
         for path in sorted(package.rglob("*")):
             if path.is_file():

@@ -1,10 +1,13 @@
-"""Provisioning media: the ISO read back, provision.cmd, the schtasks quoting, autounattend.xml.
-tests/test_provision_wine.py runs provision.cmd itself."""
+"""Provisioning media: the ISO read back, provision.cmd, the schtasks quoting, the selftest's switches,
+autounattend.xml. tests/test_provision_wine.py runs provision.cmd itself."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import List
@@ -12,21 +15,31 @@ from typing import List
 import pycdlib
 import pytest
 
+from harness import options
 from harness.errors import UsageError
 from images.provision import (
+    DEFAULT_INFS,
     DRIVE_LETTERS,
+    INPUT_SERVICE_PARAMETERS,
     MARKER,
+    SELFTEST_SWITCHES,
+    TASK_LINE_MAX,
     UNATTEND_NS,
     GuestSettings,
     build_media,
+    driver_paths,
     find_infs,
     first_logon_command,
+    parse_switch,
     provision_cmd,
     quote_arg,
     schtasks_line,
+    selftest_argv,
+    task_line,
 )
 
 NS = {"u": UNATTEND_NS}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def command_line_to_argv(line: str) -> List[str]:
@@ -110,7 +123,103 @@ def test_bad_switch_is_refused():
         GuestSettings(test_switches=("--reboot",)).validate()
 
 
-@pytest.mark.parametrize("settings", [GuestSettings(), GuestSettings(test_signing=False)])
+def test_guest_switches_reach_the_task_in_order():
+    settings = GuestSettings(test_switches=("--test-blk-resize",),
+                             guest_switches=("expect-blk-msi", "--require-net-msix", "net-timeout-sec=90",
+                                             "log-file=C:\\Aero Logs\\selftest.log"))
+    settings.validate()
+    assert task_argv(settings) == selftest_argv(settings)
+    assert selftest_argv(settings)[5:] == ["--test-blk-resize", "--expect-blk-msi", "--require-net-msix",
+                                           "--net-timeout-sec", "90", "--log-file", "C:\\Aero Logs\\selftest.log"]
+    assert task_line(settings).endswith(' --net-timeout-sec "90" --log-file "C:\\Aero Logs\\selftest.log"')
+
+
+def test_every_switch_of_the_selftest_can_be_provisioned():
+    for name, kind in SELFTEST_SWITCHES.items():
+        value = None if kind == "flag" else "5"
+        spec = name if value is None else f"{name}={value}"
+        assert parse_switch(spec) == parse_switch("--" + spec) == (name, value)
+        settings = GuestSettings(guest_switches=(spec,))
+        settings.validate()
+        assert selftest_argv(settings)[5:] == [f"--{name}"] + ([value] if value else [])
+
+
+@pytest.mark.parametrize("spec, message, hint", [
+    ("expct-blk-msi", "the selftest has no switch --expct-blk-msi", "did you mean expect-blk-msi?"),
+    ("--test-input-event", "no switch --test-input-event", "did you mean test-input-events?"),
+    ("reboot", "no switch --reboot", "--no-check-guest-switches"),
+    ("net-timeout-sec", "--net-timeout-sec takes a value", "net-timeout-sec=VALUE"),
+    ("net-timeout-sec=", "--net-timeout-sec takes a value", "net-timeout-sec=VALUE"),
+    ("net-timeout-sec=soon", "takes a whole number, not 'soon'", None),
+    ("io-size-mib=4294967296", "takes a whole number", None),
+    ("expect-blk-msi=1", "is a flag of the selftest and takes no value", "expect-blk-msi"),
+    ("http-url=http://x", "set by provision-media's --http-url", "--http-port"),
+    ("udp-port=1", "--udp-port is set by provision-media's --udp-port", None),
+    ("blk-root=D:\\", "--blk-root is set by", None),
+    ("Expect-Blk-Msi", "is not a selftest switch", "lower case"),
+    ("log-file=C:\\a&b", "cmd.exe would interpret", None),
+])
+def test_switch_mistakes_are_usage_errors(spec, message, hint):
+    with pytest.raises(UsageError, match=re.escape(message)) as raised:
+        GuestSettings(guest_switches=(spec,)).validate()
+    if hint:
+        assert hint in raised.value.hint
+
+
+def test_a_switch_newer_than_the_list_passes_unchecked():
+    settings = GuestSettings(test_switches=("--test-future",), guest_switches=("future-flag", "future-value=3"),
+                             check_guest_switches=False)
+    settings.validate()
+    assert selftest_argv(settings)[5:] == ["--test-future", "--future-flag", "--future-value", "3"]
+    with pytest.raises(UsageError, match="no switch --test-future"):
+        GuestSettings(test_switches=("--test-future",)).validate()
+    with pytest.raises(UsageError, match="is not a selftest switch"):  # the form is still checked
+        GuestSettings(guest_switches=("Future",), check_guest_switches=False).validate()
+
+
+@pytest.mark.parametrize("switches, message", [
+    (("disable-snd", "test-snd-capture"), "refuses --disable-snd with --test-snd-capture"),
+    (("require-snd", "disable-snd"), "refuses --disable-snd with --require-snd"),
+    (("disable-snd-capture", "require-non-silence"), "refuses --disable-snd-capture with --require-non-silence"),
+    (("expect-blk-msi", "--expect-blk-msi"), "--expect-blk-msi is given twice"),
+    (("net-timeout-sec=1", "net-timeout-sec=2"), "--net-timeout-sec is given twice"),
+])
+def test_switches_the_selftest_refuses_together(switches, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        GuestSettings(guest_switches=switches).validate()
+
+
+def test_a_task_line_longer_than_schtasks_takes_is_refused():
+    settings = GuestSettings(guest_switches=("log-file=C:\\" + "x" * 150 + ".log",))
+    assert len(task_line(settings)) > TASK_LINE_MAX
+    with pytest.raises(UsageError, match=f"schtasks takes at most {TASK_LINE_MAX}"):
+        settings.validate()
+
+
+def test_default_allow_list_sound_on_request_and_winpe_drivers():
+    assert DEFAULT_INFS == ("aero_virtio_blk", "aero_virtio_net", "aero_virtio_input", "aero_virtio_tablet")
+    assert GuestSettings().driver_infs() == DEFAULT_INFS
+    with_sound = GuestSettings(with_virtio_snd=True)
+    assert with_sound.driver_infs() == (*DEFAULT_INFS, "aero_virtio_snd")
+    assert "aero_virtio_snd.inf" in provision_cmd(with_sound)
+    assert GuestSettings(infs=("aero_virtio_snd",), with_virtio_snd=True).driver_infs() == ("aero_virtio_snd",)
+    # Windows PE is offered storage and network only; PnP installs the rest at first logon.
+    assert {path.split("\\")[2] for path in driver_paths(with_sound)} == {"aero_virtio_blk", "aero_virtio_net"}
+    with pytest.raises(UsageError, match="--with-virtio-snd installs the sound driver"):
+        GuestSettings(with_virtio_snd=True, guest_switches=("disable-snd",)).validate()
+
+
+def test_input_compat_value_is_written_before_the_input_driver_by_default():
+    text = provision_cmd(GuestSettings())
+    reg = f'reg add "{INPUT_SERVICE_PARAMETERS}" /v CompatIdName /t REG_DWORD /d 1 /f'
+    assert INPUT_SERVICE_PARAMETERS == "HKLM\\System\\CurrentControlSet\\Services\\aero_virtio_input\\Parameters"
+    assert reg in text
+    assert text.index(reg) < text.index("aero_virtio_input.inf")
+    assert "echo AERO_PROVISION^|STEP^|input_compat=on> COM1" in text
+    assert "CompatIdName" not in provision_cmd(GuestSettings(input_compat=False))
+
+
+@pytest.mark.parametrize("settings", [GuestSettings(), GuestSettings(with_virtio_snd=True, test_signing=False)])
 def test_no_parenthesis_inside_a_block(settings):
     """cmd.exe ends a ( ... ) block at the first ), also one in echoed text (the media-not-found bug)."""
     depth = 0
@@ -131,7 +240,46 @@ def test_every_fail_line_ends_where_its_echo_does():
             assert line.endswith("> COM1"), line
 
 
-def make_drivers(root: Path, names=("aero_virtio_blk", "aero_virtio_net")) -> Path:
+def test_guest_settings_take_their_defaults_from_the_declaration():
+    for name, attr in (("guest_switch", "guest_switches"), ("check_guest_switches", "check_guest_switches"),
+                       ("with_virtio_snd", "with_virtio_snd"), ("virtio_input_compat_id_name", "input_compat"),
+                       ("inf", "infs")):
+        assert getattr(GuestSettings(), attr) == options.default("provision_media", name)
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_provision_media_command_line(tmp_path):
+    drivers = make_drivers(tmp_path / "drivers")
+    selftest = tmp_path / "selftest.exe"
+    selftest.write_bytes(b"MZ")
+    common = ["provision-media", "--drivers", str(drivers), "--selftest", str(selftest)]
+    proc = harness(*common, "--out", str(tmp_path / "p.iso"), "--guest-switch", "expect-blk-msi",
+                   "--guest-switch=--net-timeout-sec=60", "--with-virtio-snd", "--no-virtio-input-compat-id-name")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    iso = pycdlib.PyCdlib()
+    iso.open(str(tmp_path / "p.iso"))
+    try:
+        record = json.loads(read(iso, "/provision.json"))
+        assert "CompatIdName" not in read(iso, "/provision.cmd").decode()
+    finally:
+        iso.close()
+    assert record["selftest_argv"][5:] == ["--expect-blk-msi", "--net-timeout-sec", "60"]
+    assert record["driver_infs"][-1] == "aero_virtio_snd"
+    proc = harness(*common, "--out", str(tmp_path / "q.iso"), "--guest-switch", "expct-blk-msi")
+    assert proc.returncode == 4
+    assert proc.stdout.startswith("FAIL: USAGE: the selftest has no switch --expct-blk-msi")
+    assert "did you mean expect-blk-msi?" in proc.stderr
+    assert not (tmp_path / "q.iso").exists()
+
+
+ALL_INFS = (*DEFAULT_INFS, "aero_virtio_snd")
+
+
+def make_drivers(root: Path, names=ALL_INFS) -> Path:
     for name in names:
         package = root / f"{name} pkg" / "amd64"
         package.mkdir(parents=True)

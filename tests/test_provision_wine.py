@@ -32,6 +32,7 @@ import pycdlib
 import pytest
 
 from images.provision import (
+    INPUT_SERVICE_PARAMETERS,
     MARKER,
     SELFTEST_NAME,
     UNATTEND_NS,
@@ -262,7 +263,8 @@ def lines(*what: str) -> List[str]:
 
 
 def success_lines(settings: GuestSettings) -> List[str]:
-    return lines("START|media=D:", *(f"STEP|inf={inf}" for inf in settings.infs), "STEP|testsigning=on",
+    return lines("START|media=D:", *(["STEP|input_compat=on"] if settings.input_compat else []),
+                 *(f"STEP|inf={inf}" for inf in settings.driver_infs()), "STEP|testsigning=on",
                  "STEP|task=AeroVirtioSelftest", "DONE")
 
 
@@ -275,21 +277,32 @@ def registered_task_line(run: Run) -> str:
 
 
 def test_first_logon_command_provisions_from_the_media(wine: Wine, drivers: Path) -> None:
-    settings = GuestSettings()
+    settings = GuestSettings(with_virtio_snd=True)
     media = media_for(wine, drivers, settings, "default")
     run = wine.run(first_logon_line(media), media)
     assert run.com1 == success_lines(settings), run.stderr
     assert run.code == 0
     assert [c["argv"] for c in run.of("pnputil")] == [
-        ["pnputil", "-i", "-a", f"D:\\drivers\\{inf}\\{inf}.inf"] for inf in settings.infs]
-    for inf in settings.infs:
+        ["pnputil", "-i", "-a", f"D:\\drivers\\{inf}\\{inf}.inf"] for inf in settings.driver_infs()]
+    for inf in settings.driver_infs():
         assert (media / "drivers" / inf / f"{inf}.inf").is_file()
+    assert [c["argv"] for c in run.of("reg")] == [
+        ["reg", "add", INPUT_SERVICE_PARAMETERS, "/v", "CompatIdName", "/t", "REG_DWORD", "/d", "1", "/f"]]
     assert [c["argv"] for c in run.of("bcdedit")] == [["bcdedit", "/set", "testsigning", "on"]]
     assert [c["argv"] for c in run.of("shutdown")] == [["shutdown", "/s", "/t", "15", "/d", "p:4:1"]]
-    assert [c["tool"] for c in run.calls] == [*["pnputil"] * len(settings.infs), "bcdedit", "schtasks", "shutdown"]
+    assert [c["tool"] for c in run.calls] == ["reg", *["pnputil"] * len(settings.driver_infs()), "bcdedit",
+                                              "schtasks", "shutdown"]
     copied = wine.drive_c / "AeroTests" / SELFTEST_NAME
     assert copied.read_bytes() == (media / "AeroTests" / SELFTEST_NAME).read_bytes()
     assert "provisioning done" in run.log
+
+
+def test_without_the_compat_value_no_reg(wine: Wine, drivers: Path) -> None:
+    settings = GuestSettings(input_compat=False, test_switches=("--test-input-events",))
+    media = media_for(wine, drivers, settings, "no-compat")
+    run = wine.run(first_logon_line(media), media)
+    assert run.com1 == success_lines(settings)
+    assert run.of("reg") == []
 
 
 def test_no_media_is_a_fail_line_from_the_first_logon_command(wine: Wine) -> None:
@@ -320,10 +333,14 @@ def test_provision_cmd_without_its_media_says_so(wine: Wine) -> None:
 
 @pytest.mark.parametrize("tool, exit_env, reason, before", [
     ("pnputil", {"AERO_FAKE_EXIT_PNPUTIL_IF": "aero_virtio_net"}, "pnputil_failed|inf=aero_virtio_net",
-     ["STEP|inf=aero_virtio_blk"]),
-    ("bcdedit", {}, "testsigning_failed", ["STEP|inf=aero_virtio_blk", "STEP|inf=aero_virtio_net"]),
-    ("schtasks", {}, "schtasks_failed", ["STEP|inf=aero_virtio_blk", "STEP|inf=aero_virtio_net",
-                                         "STEP|testsigning=on"]),
+     ["STEP|input_compat=on", "STEP|inf=aero_virtio_blk"]),
+    ("reg", {}, "reg_failed", []),
+    ("bcdedit", {}, "testsigning_failed", ["STEP|input_compat=on", "STEP|inf=aero_virtio_blk",
+                                           "STEP|inf=aero_virtio_net", "STEP|inf=aero_virtio_input",
+                                           "STEP|inf=aero_virtio_tablet"]),
+    ("schtasks", {}, "schtasks_failed", ["STEP|input_compat=on", "STEP|inf=aero_virtio_blk",
+                                         "STEP|inf=aero_virtio_net", "STEP|inf=aero_virtio_input",
+                                         "STEP|inf=aero_virtio_tablet", "STEP|testsigning=on"]),
 ])
 def test_a_failing_tool_is_a_fail_line(wine: Wine, drivers: Path, tool: str, exit_env: Dict[str, str],
                                        reason: str, before: List[str]) -> None:
@@ -349,13 +366,16 @@ TASK_CASES = {
     "drive root": GuestSettings(blk_root="D:\\", udp_port=28081),
     "spaces, trailing backslash": GuestSettings(blk_root="D:\\Aero Tests\\", http_url="http://10.0.2.2:28080/x"),
     "two trailing backslashes": GuestSettings(blk_root="E:\\dir with space\\\\"),
-    "switches": GuestSettings(blk_root="F:\\x", test_switches=("--test-net-link-flap", "--test-blk-resize")),
+    "switches with values": GuestSettings(
+        blk_root="F:\\x", test_switches=("--test-net-link-flap",),
+        guest_switches=("expect-blk-msi", "net-timeout-sec=90", "log-file=C:\\Aero Logs\\selftest.log",
+                        "disable-snd")),
 }
 
 
 @pytest.mark.parametrize("case", list(TASK_CASES))
 def test_the_task_gives_the_selftest_exactly_the_served_arguments(wine: Wine, drivers: Path, case: str) -> None:
-    settings = replace(TASK_CASES[case], infs=("aero_virtio_blk",))
+    settings = replace(TASK_CASES[case], input_compat=False, infs=("aero_virtio_blk",))
     media = media_for(wine, drivers, settings, "task " + case.replace(",", ""))
     run = wine.run(first_logon_line(media), media)
     assert run.com1[-1] == "AERO_PROVISION|DONE", run.com1

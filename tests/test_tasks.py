@@ -106,7 +106,9 @@ def test_help_shows_typed_values_and_list_every_exit_code():
 
 
 def test_provision_media_takes_the_ports_it_puts_in_the_task(tmp_path):
-    for name in ("aero_virtio_blk", "aero_virtio_net"):
+    from harness.options import default
+
+    for name in default("provision_media", "inf"):
         (tmp_path / "drivers" / name).mkdir(parents=True)
         (tmp_path / "drivers" / name / f"{name}.inf").write_text("[Version]\r\n")
     (tmp_path / "selftest.exe").write_bytes(b"MZ")

@@ -30,7 +30,7 @@ def isos(guest_image, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("install")
     drivers = root / "drivers"
-    for name in ("aero_virtio_blk", "aero_virtio_net"):
+    for name in ("aero_virtio_blk", "aero_virtio_net", "aero_virtio_input", "aero_virtio_tablet"):
         (drivers / name).mkdir(parents=True)
         (drivers / name / f"{name}.inf").write_text("[Version]\r\n")
         (drivers / name / f"{name}.sys").write_bytes(b"MZ")
