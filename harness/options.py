@@ -293,6 +293,10 @@ OPTIONS: Tuple[Option, ...] = (
                "--with-virtio-snd"),
         Option("virtio_input_compat_id_name", bool, True, "set the input driver's compat mode (registry DWORD "
                "aero_virtio_input\\Parameters\\CompatIdName = 1), which stock QEMU's keyboard and mouse need"),
+        Option("edition", str, None, "the edition to install from a multi-edition ISO, by its name in install.wim "
+               "(such as 'Windows 7 PROFESSIONAL')", default_help="the one the ISO or product key implies"),
+        Option("image_index", int, None, "the edition to install, by its index in install.wim (1 is the first)",
+               metavar="N", default_help="as for --edition"),
         Option("arch", str, "amd64", "Windows architecture", choices=("amd64", "x86")),
         Option("product_key", str, None, "Windows product key for autounattend.xml; never printed or logged",
                default_help="$AERO_WIN7_PRODUCT_KEY, else none"),

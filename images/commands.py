@@ -46,6 +46,8 @@ def cmd_provision_media(args: argparse.Namespace, console: Console, front: Front
         infs=args.inf,
         with_virtio_snd=args.with_virtio_snd,
         input_compat=args.virtio_input_compat_id_name,
+        edition=args.edition,
+        image_index=args.image_index,
         arch=args.arch,
         admin_password=args.admin_password,
         computer_name=args.computer_name,

@@ -131,6 +131,8 @@ class GuestSettings:
     infs: Tuple[str, ...] = DEFAULT_INFS
     with_virtio_snd: bool = default("provision_media", "with_virtio_snd")
     input_compat: bool = default("provision_media", "virtio_input_compat_id_name")
+    edition: Optional[str] = default("provision_media", "edition")
+    image_index: Optional[int] = default("provision_media", "image_index")
     arch: str = default("provision_media", "arch")
     admin_password: str = default("provision_media", "admin_password")
     computer_name: str = default("provision_media", "computer_name")
@@ -164,6 +166,12 @@ class GuestSettings:
         for inf in self.driver_infs():
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", inf):
                 raise UsageError(f"INF name {inf!r} should be a bare name such as aero_virtio_blk")
+        if self.edition is not None and self.image_index is not None:
+            raise UsageError("give --edition or --image-index, not both")
+        if self.edition is not None and not (self.edition.strip() and self.edition.isprintable()):
+            raise UsageError(f"--edition {self.edition!r} is not an edition name such as 'Windows 7 PROFESSIONAL'")
+        if self.image_index is not None and self.image_index < 1:
+            raise UsageError(f"--image-index counts from 1, not {self.image_index}")
         if self.arch not in ("amd64", "x86"):
             raise UsageError(f"--arch must be amd64 or x86, not {self.arch}")
         if not re.fullmatch(r"[A-Za-z0-9-]{1,15}", self.computer_name):
@@ -385,6 +393,15 @@ def autounattend_xml(settings: GuestSettings) -> bytes:
     _text(disk_config, "WillShowUI", "OnError")
     image = ET.SubElement(setup, "ImageInstall")
     os_image = ET.SubElement(image, "OSImage")
+    if settings.edition is not None or settings.image_index is not None:
+        # Which image of install.wim: without it a multi-edition ISO stops at the edition picker.
+        metadata = _added(ET.SubElement(os_image, "InstallFrom"), "MetaData")
+        if settings.edition is not None:
+            _text(metadata, "Key", "/IMAGE/NAME")
+            _text(metadata, "Value", settings.edition)
+        else:
+            _text(metadata, "Key", "/IMAGE/INDEX")
+            _text(metadata, "Value", str(settings.image_index))
     install_to = ET.SubElement(os_image, "InstallTo")
     _text(install_to, "DiskID", "0")
     _text(install_to, "PartitionID", "1")

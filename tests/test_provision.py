@@ -25,7 +25,9 @@ from images.provision import (
     SELFTEST_SWITCHES,
     TASK_LINE_MAX,
     UNATTEND_NS,
+    WCM_NS,
     GuestSettings,
+    autounattend_xml,
     build_media,
     driver_paths,
     find_infs,
@@ -240,10 +242,33 @@ def test_every_fail_line_ends_where_its_echo_does():
             assert line.endswith("> COM1"), line
 
 
+@pytest.mark.parametrize("settings, key, value", [
+    (GuestSettings(edition="Windows 7 PROFESSIONAL"), "/IMAGE/NAME", "Windows 7 PROFESSIONAL"),
+    (GuestSettings(image_index=4), "/IMAGE/INDEX", "4"),
+])
+def test_edition_or_image_index_picks_the_image(settings, key, value):
+    settings.validate()
+    os_image = ET.fromstring(autounattend_xml(settings)).find(".//u:ImageInstall/u:OSImage", NS)
+    assert [child.tag.split("}")[1] for child in os_image][:2] == ["InstallFrom", "InstallTo"]
+    metadata = os_image.find("u:InstallFrom/u:MetaData", NS)
+    assert metadata.get(f"{{{WCM_NS}}}action") == "add"
+    assert (metadata.find("u:Key", NS).text, metadata.find("u:Value", NS).text) == (key, value)
+
+
+def test_without_edition_setup_chooses():
+    assert ET.fromstring(autounattend_xml(GuestSettings())).find(".//u:InstallFrom", NS) is None
+    with pytest.raises(UsageError, match="not both"):
+        GuestSettings(edition="Windows 7 ULTIMATE", image_index=1).validate()
+    with pytest.raises(UsageError, match="counts from 1"):
+        GuestSettings(image_index=0).validate()
+    with pytest.raises(UsageError, match="is not an edition name"):
+        GuestSettings(edition=" ").validate()
+
+
 def test_guest_settings_take_their_defaults_from_the_declaration():
     for name, attr in (("guest_switch", "guest_switches"), ("check_guest_switches", "check_guest_switches"),
                        ("with_virtio_snd", "with_virtio_snd"), ("virtio_input_compat_id_name", "input_compat"),
-                       ("inf", "infs")):
+                       ("edition", "edition"), ("image_index", "image_index"), ("inf", "infs")):
         assert getattr(GuestSettings(), attr) == options.default("provision_media", name)
 
 
@@ -258,13 +283,15 @@ def test_provision_media_command_line(tmp_path):
     selftest.write_bytes(b"MZ")
     common = ["provision-media", "--drivers", str(drivers), "--selftest", str(selftest)]
     proc = harness(*common, "--out", str(tmp_path / "p.iso"), "--guest-switch", "expect-blk-msi",
-                   "--guest-switch=--net-timeout-sec=60", "--with-virtio-snd", "--no-virtio-input-compat-id-name")
+                   "--guest-switch=--net-timeout-sec=60", "--with-virtio-snd", "--no-virtio-input-compat-id-name",
+                   "--edition", "Windows 7 PROFESSIONAL")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     iso = pycdlib.PyCdlib()
     iso.open(str(tmp_path / "p.iso"))
     try:
         record = json.loads(read(iso, "/provision.json"))
         assert "CompatIdName" not in read(iso, "/provision.cmd").decode()
+        assert b"/IMAGE/NAME" in read(iso, "/autounattend.xml")
     finally:
         iso.close()
     assert record["selftest_argv"][5:] == ["--expect-blk-msi", "--net-timeout-sec", "60"]
