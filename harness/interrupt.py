@@ -4,9 +4,10 @@ A signal that Python turns into an exception at an arbitrary instant lands
 wherever the main thread happens to be: inside qemu.qmp's event loop, between
 ``fork`` and the line that records QEMU's pid, in the middle of stopping QEMU.
 Each of those loses the signal or leaves a QEMU behind. So the handler only
-records the signal and wakes the main thread (through a pipe that ``sleep``
-waits on); the run then raises ``Interrupted`` at its own checkpoints, where
-every resource it holds is owned by a context manager.
+records the signal and wakes the main thread (through a pipe that ``sleep``,
+``wait_readable`` and the follow loop wait on); the run then raises
+``Interrupted`` at its own checkpoints, where every resource it holds is owned
+by a context manager.
 
 Commands that do not follow a run (remote-selftest, builds) keep Python's
 usual behaviour: outside ``held()``, the handler raises at once, once.
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import selectors
 import signal
 import threading
+import time
 from types import FrameType
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Set
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -106,19 +108,43 @@ def held() -> Iterator[None]:
 
 def sleep(seconds: float) -> None:
     """Sleep, but wake at once for a signal (and raise it)."""
+    wait_readable([], seconds)
+
+
+def wait_readable(fds: Sequence[int], timeout: Optional[float]) -> Set[int]:
+    """Sleep until one of ``fds`` is readable (those are returned) or ``timeout`` passes (None: no limit);
+    wake at once for a signal, and raise it."""
     checkpoint()
-    if seconds > 0:
-        if _state.wake_r >= 0:
-            select.select([_state.wake_r], [], [], seconds)
+    ready: Set[int] = set()
+    if timeout is None or timeout > 0:
+        ready = readable([*fds, _state.wake_r] if _state.wake_r >= 0 else fds, timeout)
+        if _state.wake_r in ready:
+            ready.discard(_state.wake_r)
             _drain()
-        else:
-            select.select([], [], [], seconds)
     checkpoint()
+    return ready
+
+
+def readable(fds: Sequence[int], timeout: Optional[float]) -> Set[int]:
+    """Which of ``fds`` are readable, waiting up to ``timeout`` seconds for one (None: no limit)."""
+    if not fds:
+        time.sleep(timeout if timeout is not None else threading.TIMEOUT_MAX)
+        return set()
+    with selectors.DefaultSelector() as selector:
+        for fd in set(fds):
+            selector.register(fd, selectors.EVENT_READ)
+        return {key.fd for key, _ in selector.select(timeout)}
 
 
 def wake_fd() -> int:
     """A file descriptor that becomes readable when a signal arrives (-1 before ``install``)."""
     return _state.wake_r
+
+
+def woke() -> None:
+    """After a wait that watched ``wake_fd()``: empty it, and raise a signal that arrived."""
+    _drain()
+    checkpoint()
 
 
 def _drain() -> None:

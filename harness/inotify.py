@@ -1,0 +1,71 @@
+"""Let the kernel say when a file changes: inotify on Linux, through ctypes.
+
+``watch(path)`` gives a ``Watch`` whose file descriptor becomes readable when
+the file is written to (or, for a folder, when an entry is created in it), so
+a loop can sleep in ``select`` until then instead of looking every few
+milliseconds. Where there is no inotify (not Linux, a libc without it, a path
+that does not exist yet), ``watch`` returns None and the caller polls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from typing import Any, Optional, Union
+
+IN_MODIFY = 0x00000002  # a file was written to
+IN_CREATE = 0x00000100  # an entry was created in a watched folder
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = 0o2000000
+
+
+@functools.cache
+def _libc() -> Optional[Any]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library Python itself runs on
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+class Watch:
+    """One inotify instance watching one path; readable while an event is waiting."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        """Forget the events so far: call it before looking at the file, so no later write is missed."""
+        try:
+            while os.read(self._fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def watch(path: Union[str, os.PathLike[str]], mask: int = IN_MODIFY) -> Optional[Watch]:
+    """A watch on ``path`` for the events in ``mask``, or None where inotify cannot watch it."""
+    libc = _libc()
+    if libc is None:
+        return None
+    fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
+        os.close(fd)
+        return None
+    return Watch(fd)
