@@ -18,11 +18,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
-from harness import interrupt
+from harness import inotify, interrupt
 from harness.deadline import Deadline
 from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
+from harness.exitwatch import ExitWatch
 from harness.qmp import Qmp, QmpError
 
 log = logging.getLogger(__name__)
@@ -237,11 +238,21 @@ def die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
+@dataclass(frozen=True)
+class Wakeup:
+    """Why ``QemuProcess.wait`` returned: QMP events, readable file descriptors, QEMU's exit (or the timeout)."""
+
+    events: Tuple[str, ...] = ()
+    ready: FrozenSet[int] = frozenset()
+    exited: bool = False
+
+
 class QemuProcess:
     """One QEMU process with a QMP connection.
 
     QEMU is started paused (``-S``) so that an instant failure (bad option,
     locked image) is caught before the guest runs; ``resume`` starts it.
+    ``wait`` sleeps until QEMU has something to say: an event, its exit.
     """
 
     def __init__(self, argv: Sequence[str], log_path: Path, qmp_socket: Path) -> None:
@@ -250,6 +261,7 @@ class QemuProcess:
         self.qmp_socket = qmp_socket
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.qmp: Optional[Qmp] = None
+        self._exit: Optional[ExitWatch] = None
         self._log_file: Optional[Any] = None
 
     def __enter__(self) -> QemuProcess:
@@ -277,13 +289,9 @@ class QemuProcess:
                 )
             except OSError as exc:
                 raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc
+            self._exit = ExitWatch(self.proc)
         deadline = Deadline(connect_timeout)
-        while not self.qmp_socket.exists():
-            if self.proc.poll() is not None:
-                raise self._launch_failure()
-            if deadline.expired:
-                raise QemuLaunchError(f"QEMU did not open its QMP socket within {connect_timeout:g} s")
-            interrupt.sleep(0.02)
+        self._wait_for_socket(deadline)
         qmp = Qmp(str(self.qmp_socket))
         self.qmp = qmp  # closed by stop(), also when connecting fails
         with interrupt.held():
@@ -291,12 +299,31 @@ class QemuProcess:
                 qmp.connect(timeout=max(deadline.remaining, 1.0))
             except QmpError as exc:
                 # A QEMU that fails at start may open its socket and exit a moment later.
-                if _wait(self.proc, 1.0):
+                if self._exited_within(1.0):
                     raise self._launch_failure() from exc
                 raise QemuLaunchError(
                     f"QEMU opened its QMP socket but did not answer: {exc}",
                     hint="QEMU seems hung; its output is in " + str(self.log_path),
                 ) from exc
+
+    def _wait_for_socket(self, deadline: Deadline) -> None:
+        """Until QEMU has made its QMP socket: woken by the socket's creation, QEMU's exit, or a signal."""
+        assert self._exit is not None
+        created = inotify.watch(self.qmp_socket.parent, inotify.IN_CREATE)
+        try:
+            while not self.qmp_socket.exists():
+                if self._exit.exited():
+                    raise self._launch_failure()
+                if deadline.expired:
+                    raise QemuLaunchError(f"QEMU did not open its QMP socket within {deadline.seconds:g} s")
+                if created is None:  # no inotify here: look again soon
+                    interrupt.wait_readable([self._exit.fileno()], min(0.02, deadline.remaining))
+                else:
+                    interrupt.wait_readable([self._exit.fileno(), created.fileno()], deadline.remaining)
+                    created.drain()
+        finally:
+            if created is not None:
+                created.close()
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
@@ -339,6 +366,27 @@ class QemuProcess:
             log.debug("QMP %s failed: %s", name, exc)
             return None
 
+    def wait(self, fds: Sequence[int], timeout: Optional[float]) -> Wakeup:
+        """Sleep until QEMU sends a QMP event or exits, one of ``fds`` is readable, or ``timeout`` passes.
+
+        A signal wakes it too (``interrupt.wake_fd()`` is among ``fds``); it does not raise it.
+        """
+        if self._exit is None:
+            raise QmpError("QEMU was not started")
+        fds = [fd for fd in fds if fd >= 0]
+        watched = [*fds, self._exit.fileno()]
+        events: List[str] = []
+        if self.qmp is not None:
+            try:
+                with interrupt.held():
+                    events, ready = self.qmp.wait(watched, timeout)
+            except QmpError as exc:
+                log.debug("QMP wait failed: %s", exc)
+                ready = interrupt.readable(watched, 0)
+        else:
+            ready = interrupt.readable(watched, timeout)
+        return Wakeup(tuple(events), frozenset(fd for fd in ready if fd in fds), self._exit.fileno() in ready)
+
     def resume(self) -> None:
         self.command("cont")
 
@@ -366,28 +414,28 @@ class QemuProcess:
         try:
             if proc is not None and proc.poll() is None:
                 self.command("quit")
-                if not _wait(proc, quit_wait):
+                if not self._exited_within(quit_wait):
                     log.debug("QEMU ignored quit; sending SIGTERM")
                     proc.terminate()
-                    if not _wait(proc, term_wait):
+                    if not self._exited_within(term_wait):
                         log.debug("QEMU ignored SIGTERM; sending SIGKILL")
                         proc.kill()
-                        _wait(proc, 10.0)
+                        self._exited_within(10.0)
         finally:
             if self.qmp is not None:
                 self.qmp.close()
                 self.qmp = None
+            if self._exit is not None:
+                self._exit.close()
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
 
-
-def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
-    try:
-        proc.wait(timeout=seconds)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
+    def _exited_within(self, seconds: float) -> bool:
+        """Whether QEMU is gone (and reaped) within ``seconds``: the moment it exits, not a poll later."""
+        if self._exit is not None:
+            return self._exit.wait(seconds)
+        return self.proc is None or self.proc.poll() is not None
 
 
 _KVM_CACHE: Dict[str, bool] = {}

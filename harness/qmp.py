@@ -3,15 +3,20 @@
 qemu.qmp's own synchronous shim connects without a timeout, so a QEMU that
 opens its socket but never greets would hang the caller for ever. Here each
 call runs the library's coroutine on a private event loop under a deadline.
+
+QEMU's events (STOP, SHUTDOWN, GUEST_PANICKED, ...) are read by that loop
+too, so the caller sleeps in ``wait``: it runs the loop until an event comes
+or one of the caller's own file descriptors becomes readable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +39,36 @@ class Qmp:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self._loop = asyncio.new_event_loop()
-        self._client = QMPClient("aero")
+        # Made inside the loop: on Python 3.9 the client's event queue binds to the loop current at its creation.
+        self._client: QMPClient = self._loop.run_until_complete(self._new_client())
         self._connected = False
+
+    @staticmethod
+    async def _new_client() -> QMPClient:
+        return QMPClient("aero")
 
     def _run(self, coro: Any, timeout: float) -> Any:
         return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     def connect(self, timeout: float) -> None:
-        """Connect and negotiate capabilities within ``timeout`` seconds."""
-        try:
-            self._run(self._client.connect(self.socket_path), timeout)
-        except asyncio.TimeoutError as exc:
-            raise QmpError(f"QEMU's QMP socket did not greet within {timeout:g} s") from exc
-        except Exception as exc:  # ConnectError, OSError and the like
-            raise QmpError(f"cannot connect to QMP: {exc}") from exc
+        """Connect and negotiate capabilities within ``timeout`` seconds.
+
+        A socket that refuses is tried again: QEMU makes the socket file a moment before it listens on it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._run(self._client.connect(self.socket_path), max(deadline - time.monotonic(), 0.001))
+                break
+            except asyncio.TimeoutError as exc:
+                raise QmpError(f"QEMU's QMP socket did not greet within {timeout:g} s") from exc
+            except ConnectError as exc:
+                if isinstance(exc.exc, ConnectionRefusedError) and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                    continue
+                raise QmpError(f"cannot connect to QMP: {exc}") from exc
+            except Exception as exc:  # OSError and the like
+                raise QmpError(f"cannot connect to QMP: {exc}") from exc
         self._connected = True
 
     def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
@@ -62,6 +83,46 @@ class Qmp:
             raise QmpError(f"{command}: no reply within {timeout:g} s") from exc
         except Exception as exc:  # a closed connection, a protocol error
             raise QmpError(f"{command}: {exc}") from exc
+
+    def wait(self, fds: Sequence[int], timeout: Optional[float]) -> Tuple[List[str], Set[int]]:
+        """Sleep until QEMU sends an event or one of ``fds`` is readable (None: no time limit).
+
+        Returns the names of the events received since the last call, and which
+        of ``fds`` are readable. Events that came while no call ran are kept by
+        the library and returned at once.
+        """
+        if not self._connected:
+            raise QmpError("QMP is not connected")
+        try:
+            first, ready = self._loop.run_until_complete(self._wait(fds, timeout))
+        except Exception as exc:  # a closed connection, a protocol error
+            raise QmpError(f"waiting for QMP events: {exc}") from exc
+        return [str(event["event"]) for event in [*first, *self._client.events.clear()]], ready
+
+    async def _wait(self, fds: Sequence[int], timeout: Optional[float]) -> Tuple[List[Any], Set[int]]:
+        loop = asyncio.get_running_loop()
+        ready: Set[int] = set()
+        woken = loop.create_future()
+        taken: List[Any] = []
+
+        def on_readable(fd: int) -> None:
+            ready.add(fd)
+            if not woken.done():
+                woken.set_result(None)
+
+        for fd in fds:
+            loop.add_reader(fd, on_readable, fd)
+        event = asyncio.ensure_future(self._client.events.get())
+        try:
+            await asyncio.wait([woken, event], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fd in fds:
+                loop.remove_reader(fd)
+            if event.done() and not event.cancelled():
+                taken.append(event.result())
+            else:
+                event.cancel()  # a queue's get() gives up without taking anything
+        return taken, ready
 
     def close(self, timeout: float = 2.0) -> None:
         try:
