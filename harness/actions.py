@@ -105,6 +105,11 @@ class ReadyHandler(Handler):
             return None
         return self._guard(ctx, lambda: self.tick(ctx))
 
+    def next_tick(self) -> Optional[float]:
+        if self.ready is None or self.finished:
+            return None
+        return self.due()
+
     def _guard(self, ctx: Context, step: Callable[[], None]) -> Optional[Verdict]:
         try:
             step()
@@ -119,6 +124,10 @@ class ReadyHandler(Handler):
 
     def tick(self, ctx: Context) -> None:
         pass
+
+    def due(self) -> Optional[float]:
+        """When ``tick`` has its next step to take, between READY and the answer (None: no step left)."""
+        return None
 
 
 class InputInjection(ReadyHandler):
@@ -151,6 +160,11 @@ class InputInjection(ReadyHandler):
         while self.queue and self.queue[0][0] <= now:
             _, role, events = self.queue.pop(0)
             self.send(ctx, role, events)
+
+    def due(self) -> Optional[float]:
+        if self.queue:
+            return self.queue[0][0]
+        return self.next_attempt if self.sent_attempts < self.attempts else None
 
     def send(self, ctx: Context, role: str, events: List[Dict[str, Any]]) -> None:
         device = self.devices.get(role)
@@ -192,6 +206,9 @@ class LinkFlap(ReadyHandler):
             ctx.record(f"{self.test}: link down", name=name, up_in_s=self.DOWN_FOR)
             return
         raise ActionError("set_link down was refused for every name: " + "; ".join(errors))
+
+    def due(self) -> Optional[float]:
+        return self.up_at
 
     def tick(self, ctx: Context) -> None:
         if self.up_at is not None and time.monotonic() >= self.up_at:
@@ -284,6 +301,9 @@ class Watchdog(Handler):
         elif marker.kind == "TEST" and marker.name == self.after and marker.status in FINAL and self.due is None:
             self.due = time.monotonic() + self.seconds
         return None
+
+    def next_tick(self) -> Optional[float]:
+        return None if self.seen else self.due
 
     def on_tick(self, ctx: Context) -> Optional[Verdict]:
         if self.due is not None and not self.seen and time.monotonic() >= self.due:

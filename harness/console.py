@@ -13,6 +13,8 @@ def printable(text: str) -> str:
 
 
 class Console:
+    STATUS_EVERY = 0.25  # seconds between updates of the live status line
+
     def __init__(
         self, out: Optional[TextIO] = None, err: Optional[TextIO] = None, live: Optional[bool] = None, prefix: str = ""
     ) -> None:
@@ -43,13 +45,17 @@ class Console:
         if not self.live:
             return
         now = time.monotonic()
-        if now - self._last_status < 0.25:
+        if now - self._last_status < self.STATUS_EVERY:
             return
         self._last_status = now
         line = f"[{elapsed:6.1f}s / {timeout:g}s] {printable(last)}"
         self.err.write("\r\x1b[K" + line[:120])
         self.err.flush()
         self._status_shown = True
+
+    def next_status(self) -> Optional[float]:
+        """When (``time.monotonic()``) the status line wants its next update; None: there is none."""
+        return self._last_status + self.STATUS_EVERY if self.live else None
 
     def verdict(self, line: str) -> None:
         self._clear()

@@ -9,6 +9,11 @@ install-win7, and each device test) plugs into ``follow``:
   asks the host to inject input) or on a timer (a periodic screenshot). They see
   the VM through ``Context`` and may end the run with a verdict of their own.
 
+The loop sleeps until something happens: the serial log grows (inotify), QEMU
+sends a QMP event or exits, a signal arrives (``interrupt.wake_fd()``), a
+handler's file descriptor becomes readable, or the next moment a handler or
+the deadline asked for. A run whose guest is silent costs no CPU.
+
 The loop owns no resource: the caller hands in a started QEMU and a watcher.
 """
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence
 
 from harness import interrupt
 from harness.console import Console
@@ -29,8 +34,10 @@ from harness.qemu import QemuProcess
 from harness.verdict import Verdict
 from harness.watcher import SerialWatcher
 
-POLL = 0.05  # how often the serial log is read: the bound on verdict latency
-STATUS_POLL = 0.5  # how often QEMU's run state is asked over QMP
+# Where the kernel cannot say when the serial log grows (no inotify): how often it is read.
+POLL = 0.05
+# QMP events after which the VM may have stopped for good: the judge then hears its run state.
+STATE_EVENTS = frozenset({"STOP", "SHUTDOWN", "GUEST_PANICKED"})
 
 
 @dataclass
@@ -62,7 +69,19 @@ class Handler:
         return None
 
     def on_tick(self, ctx: Context) -> Optional[Verdict]:
-        """Called at least every ``POLL`` seconds while the run goes on."""
+        """Called once ``next_tick`` has come, or when ``fileno`` is readable."""
+        return None
+
+    def next_tick(self) -> Optional[float]:
+        """When (``time.monotonic()``) ``on_tick`` is next needed; None: not until a line comes.
+
+        Asked again after every line and every tick: a handler with nothing
+        scheduled returns None, and an idle run then sleeps until something happens.
+        """
+        return None
+
+    def fileno(self) -> Optional[int]:
+        """A file descriptor that becomes readable when ``on_tick`` has something to look at (None: none)."""
         return None
 
 
@@ -73,7 +92,7 @@ class Judge(Handler):
         raise NotImplementedError
 
     def on_state(self, state: str) -> Optional[Verdict]:
-        """QEMU's run state (QMP query-status), asked every ``STATUS_POLL`` seconds."""
+        """QEMU's run state (QMP query-status), asked each time QEMU reports the VM stopped (``STATE_EVENTS``)."""
         return None
 
     def on_timeout(self, seconds: float) -> Verdict:
@@ -109,46 +128,74 @@ def follow(
             if not watcher.more:
                 return None
 
-    next_status = 0.0
+    ready: FrozenSet[int] = frozenset()  # file descriptors that woke the loop
+    stopped = False  # QEMU said the VM stopped: what does its run state mean?
     while True:
         verdict = feed()
         if verdict is not None:
             return verdict
         if not vm.alive():
             return feed(final=True) or judge.on_exit(vm.returncode)
-        now = time.monotonic()
-        if now >= next_status:
-            next_status = now + STATUS_POLL
+        if stopped:
             state = vm.status()
             if state is not None:
                 # What the guest wrote before it stopped comes first.
                 verdict = feed() or judge.on_state(state)
                 if verdict is not None:
                     return verdict
+        now = time.monotonic()
         for handler in everyone:
-            verdict = handler.on_tick(ctx)
-            if verdict is not None:
-                return verdict
+            due = handler.next_tick()
+            if (due is not None and due <= now) or handler.fileno() in ready:
+                verdict = handler.on_tick(ctx)
+                if verdict is not None:
+                    return verdict
         if deadline.expired:
             return feed(final=True) or judge.on_timeout(deadline.seconds or 0.0)
         ctx.console.status(deadline.elapsed, deadline.seconds or 0.0, judge.status())
-        interrupt.sleep(min(POLL, deadline.remaining))
+        wake = vm.wait(_wake_fds(watcher, everyone), _timeout(watcher, everyone, ctx.console, deadline))
+        interrupt.woke()
+        ready, stopped = wake.ready, any(event in STATE_EVENTS for event in wake.events)
+
+
+def _wake_fds(watcher: SerialWatcher, handlers: Sequence[Handler]) -> List[int]:
+    """What the loop sleeps on besides QEMU itself: the serial log, a signal, the handlers' own."""
+    fds = [watcher.fileno(), interrupt.wake_fd(), *(h.fileno() for h in handlers)]
+    return [fd for fd in fds if fd is not None and fd >= 0]
+
+
+def _timeout(watcher: SerialWatcher, handlers: Sequence[Handler], console: Console,
+             deadline: Deadline) -> Optional[float]:
+    """How long the loop may sleep: until the first moment a handler, the status line or the deadline wants."""
+    moments = [h.next_tick() for h in handlers] + [console.next_status(), deadline.at]
+    first = min((m for m in moments if m is not None), default=None)
+    timeout = None if first is None else max(0.0, first - time.monotonic())
+    if watcher.fileno() is None:
+        timeout = POLL if timeout is None else min(timeout, POLL)
+    return timeout
 
 
 class FirmwareWatch(Handler):
-    """Ends a run whose firmware found nothing to boot, instead of waiting for the timeout."""
+    """Ends a run whose firmware found nothing to boot, instead of waiting for the timeout.
+
+    Woken when the firmware's log grows; where inotify is missing, it reads the log every 0.25 s.
+    """
 
     SAYS = "No bootable device"
+    EVERY = 0.25
 
     def __init__(self, log: Path) -> None:
         self.watcher = SerialWatcher(log)
         self.last_read = 0.0
 
+    def fileno(self) -> Optional[int]:
+        return self.watcher.fileno()
+
+    def next_tick(self) -> Optional[float]:
+        return None if self.watcher.fileno() is not None else self.last_read + self.EVERY
+
     def on_tick(self, ctx: Context) -> Optional[Verdict]:
-        now = time.monotonic()
-        if now - self.last_read < 0.25:
-            return None
-        self.last_read = now
+        self.last_read = time.monotonic()
         for line in self.watcher.read_lines():
             if self.SAYS in line.text:
                 return Verdict(ExitCode.QEMU_EXITED, "NO_BOOTABLE_DEVICE",

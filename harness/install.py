@@ -191,7 +191,8 @@ class Install:
 def _wait_exit(vm: QemuProcess, seconds: float) -> bool:
     deadline = Deadline(seconds)
     while vm.alive() and not deadline.expired:
-        interrupt.sleep(0.2)
+        vm.wait([interrupt.wake_fd()], deadline.remaining)
+        interrupt.woke()
     return not vm.alive()
 
 
@@ -248,12 +249,14 @@ class PeriodicScreenshots(Handler):
         self.install = install
         self.vm = vm
         self.every = every
-        self.next = every
+        self.next = time.monotonic() + every
+
+    def next_tick(self) -> Optional[float]:
+        return self.next
 
     def on_tick(self, ctx: Context) -> Optional[Verdict]:
-        if ctx.elapsed >= self.next:
-            self.install.screenshot(self.vm, f"{int(ctx.elapsed // 60):04d}m")
-            self.next += self.every
+        self.install.screenshot(self.vm, f"{int(ctx.elapsed // 60):04d}m")
+        self.next += self.every
         return None
 
 
