@@ -2,7 +2,8 @@
 
 Both bind 127.0.0.1 only (libslirp forwards the guest's 10.0.2.2 there) and
 run on daemon threads; ``HostServices`` is the context manager that starts and
-stops them together.
+stops them together. Their loops sleep until a request comes or they are told
+to stop: an idle server costs no CPU, and stopping takes no poll interval.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import errno
 import hashlib
 import logging
 import os
+import selectors
 import socketserver
 import sys
 import threading
@@ -20,7 +22,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, List, Optional, Tuple, Type
+from typing import IO, Any, List, Optional, Tuple, Type, Union
 
 from harness.errors import HostError
 
@@ -33,8 +35,6 @@ LARGE_SHA256 = "fbbab289f7f94b25736c58be46a994c441fd02552cc6022352e3d86d2fab7c83
 # Bounds that keep a hostile or broken client from tying the server up.
 MAX_UPLOAD = 4 * LARGE_SIZE
 REQUEST_TIMEOUT = 30.0
-# How often an idle server loop wakes: the bound on how long stopping it takes.
-POLL_INTERVAL = 0.05
 
 
 # FNV-1a 64 of LARGE_BODY (tests/test_hostsvc.py computes it).
@@ -214,6 +214,42 @@ def port_owner(proto: str, port: int) -> Optional[str]:
     return None
 
 
+class _ServerLoop:
+    """One server on its own thread, sleeping until a request comes or ``stop`` is called.
+
+    socketserver's own ``serve_forever`` wakes every poll interval to look for
+    a shutdown request; this loop waits on a pipe for it instead.
+    """
+
+    def __init__(self, server: Union[socketserver.TCPServer, socketserver.UDPServer]) -> None:
+        self.server = server
+        server.timeout = 0  # handle_request() below never blocks: the loop's own select has seen the socket ready
+        self._stop_r, self._stop_w = os.pipe()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"aero-{type(server).__name__}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.server, selectors.EVENT_READ)
+            selector.register(self._stop_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fd == self._stop_r:
+                        return
+                    self.server.handle_request()
+                self.server.service_actions()
+
+    def stop(self) -> None:
+        """Tell the loop to end (it ends between two requests); ``join`` waits for it."""
+        os.write(self._stop_w, b"x")
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            os.close(self._stop_r)
+            os.close(self._stop_w)
+
+
 class HostServices:
     """HTTP and UDP echo on 127.0.0.1, started on enter and stopped on exit."""
 
@@ -228,7 +264,7 @@ class HostServices:
         self._log_file: Optional[IO[str]] = None
         self._http: Optional[_HTTPServer] = None
         self._udp: Optional[_UDPServer] = None
-        self._threads: List[threading.Thread] = []
+        self._loops: List[_ServerLoop] = []
 
     def __enter__(self) -> HostServices:
         try:
@@ -248,12 +284,7 @@ class HostServices:
                 except OSError as exc:
                     raise _bind_error("UDP", self.udp_port, exc) from exc
             for server in [s for s in (self._http, self._udp) if s is not None]:
-                thread = threading.Thread(
-                    target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True,
-                    name=f"aero-{type(server).__name__}",
-                )
-                thread.start()
-                self._threads.append(thread)
+                self._loops.append(_ServerLoop(server))
         except BaseException:
             self.close()
             raise
@@ -274,20 +305,14 @@ class HostServices:
         return BIND_HOST, self._udp.server_address[1]
 
     def close(self) -> None:
-        servers = [s for s in (self._http, self._udp) if s is not None]
-        if self._threads:
-            # Both loops stop in parallel: shutdown() would wait for one poll interval each.
-            stoppers = [threading.Thread(target=s.shutdown, daemon=True) for s in servers]
-            for stopper in stoppers:
-                stopper.start()
-            for stopper in stoppers:
-                stopper.join(timeout=5)
-        for server in servers:
+        for loop in self._loops:  # both told first: they stop together
+            loop.stop()
+        for loop in self._loops:
+            loop.join(timeout=5)
+        for server in [s for s in (self._http, self._udp) if s is not None]:
             server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
         self._http = self._udp = None
-        self._threads = []
+        self._loops = []
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import os
 import socket
+import time
 
 import pytest
 
@@ -136,3 +137,13 @@ def test_a_busy_port_names_who_holds_it():
                 raise AssertionError("the port was free")
         except HostError as exc:
             assert f"HTTP port {port} on 127.0.0.1 is already in use by pid {os.getpid()} (" in exc.message
+
+
+def test_services_stop_at_once():
+    """The server loops sleep until a request or the stop: closing waits for no poll interval."""
+    svc = HostServices(0, 0, PATH).__enter__()
+    assert request(svc, "GET", PATH)[0] == 200
+    started = time.monotonic()
+    svc.close()
+    assert time.monotonic() - started < 1.0  # ample under load; was one 50 ms poll per server
+    assert svc.requests == []
