@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
-from harness import inotify, interrupt
+from harness import hostcache, inotify, interrupt
 from harness.deadline import Deadline
 from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
 from harness.exitwatch import ExitWatch
@@ -120,49 +120,50 @@ def _property_names(help_text: str) -> FrozenSet[str]:
     return frozenset(re.findall(r"^\s+([A-Za-z0-9_.-]+)=<", help_text, re.MULTILINE))
 
 
-def _caps_cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "aero-virtio-harness" / "qemu-caps.json"
+CAPS_FILE = "qemu-caps.json"
 
 
 def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
-    """Probe once per QEMU build (cached by path, size, mtime and version) what it offers."""
-    version = qemu_version(qemu)
-    stat = os.stat(qemu)
-    key = f"{os.path.realpath(qemu)}|{stat.st_size}|{stat.st_mtime_ns}|{version}"
-    cache_file = _caps_cache_file()
-    try:
-        cache = json.loads(cache_file.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
+    """What this QEMU build offers (version, options, devices, properties), probed once per build.
+
+    Remembered by the binary's identity (``hostcache.file_identity``): a known
+    build answers without starting QEMU at all. A wrapper script can run
+    another QEMU without changing itself, so for a script the version is asked
+    every time and is part of the key.
+    """
+    version = qemu_version(qemu) if _is_script(qemu) else None
+    key = hostcache.file_identity(qemu) + (f"|{version}" if version else "")
+    cache = hostcache.load(CAPS_FILE)
     entry = cache.get(key)
-    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) for d in drivers
-                                              if d in entry.get("devices", [])):
+    if not isinstance(entry, dict) or "version" not in entry or not all(
+            d in entry.get("properties", {}) for d in drivers if d in entry.get("devices", [])):
+        version = version or qemu_version(qemu)  # also refuses a program that is no QEMU
         devices = _device_names(_probe([qemu, "-device", "help"]))
         known = entry.get("properties", {}) if isinstance(entry, dict) else {}
         properties = {d: sorted(_property_names(_probe([qemu, "-device", f"{d},help"])))
                       for d in sorted(set(drivers) & devices) if d not in known}
         entry = {
+            "version": version,
             "has_action": supports_option(qemu, "-action"),
             "devices": sorted(devices),
             "properties": {**known, **properties},
         }
         cache[key] = entry
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, cache_file)
-        except OSError as exc:  # a read-only home only costs the probes next time
-            log.debug("cannot write %s: %s", cache_file, exc)
+        hostcache.save(CAPS_FILE, cache)
     return QemuCaps(
-        version=version,
+        version=str(entry["version"]),
         has_action=bool(entry["has_action"]),
         devices=frozenset(entry["devices"]),
         properties={k: frozenset(v) for k, v in entry["properties"].items()},
     )
+
+
+def _is_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
