@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from harness import interrupt, options
+from harness.accel import KvmBootError, with_accel_fallback
 from harness.artifacts import prepare_artifacts
 from harness.console import Console
 from harness.deadline import Deadline
@@ -31,7 +32,7 @@ from harness.exitcodes import ExitCode
 from harness.follow import Context, Handler, Judge, follow
 from harness.lines import Line
 from harness.markers import Marker
-from harness.qemu import KvmBootError, QemuProcess, find_qemu, qemu_caps, qemu_img_for, with_accel_fallback
+from harness.qemu import QemuProcess, find_qemu, qemu_caps, qemu_img_for
 from harness.qemu_argv import QemuSpec, build_argv
 from harness.verdict import Verdict, failure_verdict
 from harness.watcher import SerialWatcher
@@ -106,7 +107,7 @@ class Install:
         info: Dict[str, Any] = {"qemu": qemu, "qemu_version": version}
         try:
             verdict = with_accel_fallback(
-                qemu, cfg.accel,
+                qemu, version, cfg.accel,
                 lambda accel, may_fall_back: self._attempt(qemu, qemu_img, partial, accel, may_fall_back, info),
                 lambda: self.console.info("KVM stopped the VM at boot; running again under TCG"),
             )

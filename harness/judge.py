@@ -10,12 +10,12 @@ import re
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from harness.accel import KvmBootError
 from harness.console import Console
 from harness.exitcodes import ExitCode
 from harness.follow import Context, Judge
 from harness.lines import Line
 from harness.markers import Marker
-from harness.qemu import KvmBootError
 from harness.verdict import RequirementLike, Tracker, Verdict, timeout_verdict, vm_gone_verdict
 
 # VM run states that end a run before the guest's verdict, with their tokens.

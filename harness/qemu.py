@@ -14,15 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Type
 
 from harness import hostcache, inotify, interrupt
 from harness.deadline import Deadline
-from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
+from harness.errors import HostError, QemuLaunchError, UsageError
 from harness.exitwatch import ExitWatch
 from harness.qmp import Qmp, QmpError
 
@@ -437,74 +436,3 @@ class QemuProcess:
         if self._exit is not None:
             return self._exit.wait(seconds)
         return self.proc is None or self.proc.poll() is not None
-
-
-_KVM_CACHE: Dict[str, bool] = {}
-
-
-def kvm_works(qemu: str, timeout: float = 10.0) -> bool:
-    """Whether KVM really runs guest code (opening /dev/kvm is not enough).
-
-    On some hosts KVM initialises but fails at the first instruction; QEMU
-    then sits in ``internal-error``. A few hundred ms of firmware tell.
-    """
-    if qemu in _KVM_CACHE:
-        return _KVM_CACHE[qemu]
-    ok = False
-    if os.access("/dev/kvm", os.R_OK | os.W_OK):
-        with tempfile.TemporaryDirectory(prefix="aero-kvm-") as tmp:
-            sock = Path(tmp) / "qmp.sock"
-            argv = [
-                qemu, "-machine", "pc", "-accel", "kvm", "-nodefaults", "-no-user-config", "-display", "none",
-                "-m", "64", "-chardev", f"socket,id=qmp,path={sock},server=on,wait=off",
-                "-mon", "chardev=qmp,mode=control",
-            ]
-            vm = QemuProcess(argv, Path(tmp) / "qemu.log", sock)
-            try:
-                with vm:
-                    deadline = Deadline(timeout)
-                    # SeaBIOS runs within a fraction of a second; a broken KVM stops at once.
-                    interrupt.sleep(0.5)
-                    while not deadline.expired:
-                        status = vm.status()
-                        if status == "running":
-                            interrupt.sleep(0.3)
-                            ok = vm.status() == "running"
-                            break
-                        if status in ("internal-error", "shutdown", None):
-                            break
-                        interrupt.sleep(0.1)
-            except HarnessError as exc:
-                log.debug("KVM probe: %s", exc)
-    _KVM_CACHE[qemu] = ok
-    return ok
-
-
-def choose_accel(qemu: str, accel: str) -> str:
-    """``auto`` becomes kvm when KVM works here, else tcg; anything else is kept."""
-    if accel != "auto":
-        return accel
-    return "kvm" if kvm_works(qemu) else "tcg"
-
-
-class KvmBootError(Exception):
-    """Raised by an attempt whose KVM, chosen by ``auto``, stopped the VM before the guest said anything."""
-
-
-T = TypeVar("T")
-
-
-def with_accel_fallback(
-    qemu: str, requested: str, attempt: Callable[[str, bool], T], on_fallback: Callable[[], None]
-) -> T:
-    """Run ``attempt(accel, may_fall_back)``; when it raises KvmBootError, run it again under TCG.
-
-    KVM can pass the start-up probe and still fail at the guest's first mode
-    switch, so ``auto`` settles only once the guest has run a little.
-    """
-    accel = choose_accel(qemu, requested)
-    try:
-        return attempt(accel, requested == "auto" and accel == "kvm")
-    except KvmBootError:
-        on_fallback()
-        return attempt("tcg", False)

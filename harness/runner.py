@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from harness import __version__, interrupt, irq, wav
+from harness.accel import kvm_usable, settled, with_accel_fallback
 from harness.actions import Watchdog, ready_handlers
 from harness.artifacts import junit_xml, prepare_artifacts, result_document, write_json
 from harness.config import SelftestConfig, check_disk
@@ -40,7 +41,6 @@ from harness.qemu import (
     find_qemu,
     qemu_caps,
     qemu_img_for,
-    with_accel_fallback,
 )
 from harness.qemu_argv import QemuSpec, build_argv, shell_line
 from harness.qmp import QmpError
@@ -117,6 +117,7 @@ class Run:
         drivers = [d.driver for d in attach(wanted)]
         caps = qemu_caps(qemu, drivers)
         qemu_img = qemu_img_for(qemu)
+        self.qemu_version = caps.version
         self.qemu_info.update(binary=qemu, version=caps.version, profile=wanted.profile)
         missing = [d for d in drivers if d not in caps.devices]
         if missing:
@@ -156,7 +157,7 @@ class Run:
                 os.replace(artifacts / "serial.log", artifacts / "serial-kvm-attempt.log")
 
             return with_accel_fallback(
-                qemu, cfg.accel, lambda accel, may_fall_back: self._attempt(
+                qemu, self.qemu_version, cfg.accel, lambda accel, may_fall_back: self._attempt(
                     qemu, qemu_img, base, scratch, accel, may_fall_back), fallback,
             )
 
@@ -177,9 +178,9 @@ class Run:
         if cfg.disk is None:
             raise UsageError("--dry-run needs --disk (the image the command would boot)")
         base = disk_info(qemu_img, cfg.disk)
-        accel = cfg.accel
-        if accel == "auto":
-            accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+        known = settled(qemu, self.qemu_version, cfg.accel)
+        # Not known yet on this boot: a run would probe first; the line shows the likely choice.
+        accel = known or ("kvm" if kvm_usable() else "tcg")
         target = Path(cfg.artifacts).resolve()
         qmp = Path(tempfile.gettempdir()) / "aero-dry-run-qmp.sock"
         spec = self._spec(qemu, base.path.resolve(), base.format, target / "serial.log", qmp, accel)
@@ -188,7 +189,9 @@ class Run:
         argv = build_argv(replace(spec, paused=False, disk_snapshot=cfg.snapshot))
         self.console.verdict(json.dumps(argv))
         self.console.verdict(f"mkdir -p {shlex.quote(str(target))} && {shell_line(argv)}")
-        if cfg.accel == "auto":
+        if cfg.accel == "auto" and known:
+            self.console.info(f"note: --accel auto is {known} here (learnt on this boot of the host)")
+        elif cfg.accel == "auto":
             self.console.info("note: --accel auto is settled at run time (KVM if it runs guest code here, else TCG)")
         return RunOutcome(Verdict(ExitCode.PASS, "DRY_RUN", "nothing was started"), None)
 
