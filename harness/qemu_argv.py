@@ -45,6 +45,9 @@ class QemuSpec:
     audio_wav: Optional[str] = None
     # QEMU's own throw-away overlay (-drive snapshot=on), for a command line a person runs by hand.
     disk_snapshot: bool = False
+    # "unsafe" for the run's own throw-away overlay: the guest's flushes need not reach the disk (QEMU's
+    # snapshot=on overlay does the same); "writeback" where the image is kept.
+    disk_cache: str = "writeback"
     # SeaBIOS's debug console (port 0x402): says "No bootable device." within seconds.
     firmware_log: Optional[str] = None
 
@@ -73,8 +76,8 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-mon", "chardev=qmp,mode=control",
         *(["-chardev", f"file,id=firmware,path={keyval(spec.firmware_log)}",
             "-device", "isa-debugcon,iobase=0x402,chardev=firmware"] if spec.firmware_log else []),
-        "-drive", f"file={keyval(spec.disk)},if=none,id={DRIVE_ID},format={keyval(spec.disk_format)},cache=writeback"
-        + (",snapshot=on" if spec.disk_snapshot else ""),
+        "-drive", f"file={keyval(spec.disk)},if=none,id={DRIVE_ID},format={keyval(spec.disk_format)},"
+        f"cache={spec.disk_cache}" + (",snapshot=on" if spec.disk_snapshot else ""),
         "-netdev", f"user,id={NETDEV_ID}",
     ]
     if any(d.role == "snd" for d in spec.devices):

@@ -161,10 +161,12 @@ class Run:
                     qemu, qemu_img, base, scratch, accel, may_fall_back), fallback,
             )
 
-    def _spec(self, qemu: str, disk: Path, fmt: str, serial: Path, qmp: Path, accel: str) -> QemuSpec:
+    def _spec(self, qemu: str, disk: Path, fmt: str, serial: Path, qmp: Path, accel: str,
+              disk_cache: str = "writeback") -> QemuSpec:
         cfg = self.cfg
         return QemuSpec(
-            qemu=qemu, disk=str(disk), disk_format=fmt, serial_log=str(serial), qmp_socket=str(qmp),
+            qemu=qemu, disk=str(disk), disk_format=fmt, disk_cache=disk_cache, serial_log=str(serial),
+            qmp_socket=str(qmp),
             accel=accel, memory_mib=cfg.memory, smp=cfg.smp, fw_cfg=tuple(fw_cfg_hints(cfg)),
             extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause, devices=tuple(self.devices),
             audio_wav=str(serial.parent / "virtio-snd.wav") if cfg.with_virtio_snd else None,
@@ -206,13 +208,13 @@ class Run:
             if disk.exists():
                 disk.unlink()
             create_overlay(qemu_img, base, disk)
-            fmt = "qcow2"
+            fmt, cache = "qcow2", "unsafe"  # thrown away after the run: the guest's flushes need not reach the disk
         else:
-            disk, fmt = base.path.resolve(), base.format
+            disk, fmt, cache = base.path.resolve(), base.format, "writeback"
         qmp_socket = scratch / "qmp.sock"
         if qmp_socket.exists():
             qmp_socket.unlink()
-        argv = build_argv(self._spec(qemu, disk, fmt, serial, qmp_socket, accel))
+        argv = build_argv(self._spec(qemu, disk, fmt, serial, qmp_socket, accel, cache))
         self.qemu_info.update(argv=argv, accel=accel, snapshot=cfg.snapshot, base_disk=str(base.path.resolve()))
         watcher = SerialWatcher(serial)
         vm = QemuProcess(argv, self.artifacts / "qemu.log", qmp_socket)

@@ -64,3 +64,9 @@ def test_install_media_boot_first_and_reboots_are_allowed():
     assert value_after(argv, "-device", "virtio-blk-pci").startswith("virtio-blk-pci,drive=drive0,bootindex=1,")
     assert "file=/isos/win 7,,sp1.iso,if=none,id=cd0,media=cdrom,readonly=on" in argv
     assert "ide-cd,drive=cd0,bootindex=0" in argv and "ide-cd,drive=cd1" in argv
+
+
+def test_the_disk_cache_mode():
+    """A kept image is written back as the guest flushes; the run's throw-away overlay ignores flushes."""
+    assert value_after(build_argv(spec()), "-drive", "file=").endswith(",cache=writeback")
+    assert value_after(build_argv(spec(disk_cache="unsafe")), "-drive", "file=").endswith(",cache=unsafe")
