@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from harness import interrupt
 from harness.console import Console
@@ -36,6 +36,10 @@ from harness.watcher import SerialWatcher
 
 # Where the kernel cannot say when the serial log grows (no inotify): how often it is read.
 POLL = 0.05
+# QEMU writes COM1 to the log a byte at a time: while the guest is talking, the log is read at most
+# every BURST seconds (a wake-up per byte costs more than the guest's output is worth); the first
+# write after a silence wakes the loop at once.
+BURST = 0.005
 # QMP events after which the VM may have stopped for good: the judge then hears its run state.
 STATE_EVENTS = frozenset({"STOP", "SHUTDOWN", "GUEST_PANICKED"})
 
@@ -130,10 +134,14 @@ def follow(
 
     ready: FrozenSet[int] = frozenset()  # file descriptors that woke the loop
     stopped = False  # QEMU said the VM stopped: what does its run state mean?
+    heard = 0.0  # when the log last grew
     while True:
+        before = watcher.bytes_read
         verdict = feed()
         if verdict is not None:
             return verdict
+        if watcher.bytes_read != before:
+            heard = time.monotonic()
         if not vm.alive():
             return feed(final=True) or judge.on_exit(vm.returncode)
         if stopped:
@@ -153,26 +161,29 @@ def follow(
         if deadline.expired:
             return feed(final=True) or judge.on_timeout(deadline.seconds or 0.0)
         ctx.console.status(deadline.elapsed, deadline.seconds or 0.0, judge.status())
-        wake = vm.wait(_wake_fds(watcher, everyone), _timeout(watcher, everyone, ctx.console, deadline))
+        wake = vm.wait(*_sleep(watcher.fileno(), heard, everyone, ctx.console, deadline))
         interrupt.woke()
         ready, stopped = wake.ready, any(event in STATE_EVENTS for event in wake.events)
 
 
-def _wake_fds(watcher: SerialWatcher, handlers: Sequence[Handler]) -> List[int]:
-    """What the loop sleeps on besides QEMU itself: the serial log, a signal, the handlers' own."""
-    fds = [watcher.fileno(), interrupt.wake_fd(), *(h.fileno() for h in handlers)]
-    return [fd for fd in fds if fd is not None and fd >= 0]
+def _sleep(serial_fd: Optional[int], heard: float, handlers: Sequence[Handler], console: Console,
+           deadline: Deadline) -> Tuple[List[int], Optional[float]]:
+    """What the loop sleeps on besides QEMU itself, and for how long (None: until one of them wakes it).
 
-
-def _timeout(watcher: SerialWatcher, handlers: Sequence[Handler], console: Console,
-             deadline: Deadline) -> Optional[float]:
-    """How long the loop may sleep: until the first moment a handler, the status line or the deadline wants."""
+    It wakes for a signal, a handler's descriptor, the serial log growing (but not during a burst of
+    output, see BURST), and the first moment a handler, the status line or the deadline asked for.
+    """
+    now = time.monotonic()
     moments = [h.next_tick() for h in handlers] + [console.next_status(), deadline.at]
+    fds = [interrupt.wake_fd(), *(h.fileno() for h in handlers)]
+    if serial_fd is None:  # no inotify: read the log every POLL
+        moments.append(now + POLL)
+    elif now < heard + BURST:  # the guest is talking: read again when the burst interval is over
+        moments.append(heard + BURST)
+    else:
+        fds.append(serial_fd)
     first = min((m for m in moments if m is not None), default=None)
-    timeout = None if first is None else max(0.0, first - time.monotonic())
-    if watcher.fileno() is None:
-        timeout = POLL if timeout is None else min(timeout, POLL)
-    return timeout
+    return [fd for fd in fds if fd is not None and fd >= 0], None if first is None else max(0.0, first - now)
 
 
 class FirmwareWatch(Handler):

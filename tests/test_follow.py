@@ -16,7 +16,7 @@ import pytest
 
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.follow import POLL, Handler, _timeout
+from harness.follow import BURST, POLL, Handler, _sleep
 from tests.fakeqemu import FAKE_QEMU, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,26 +64,27 @@ class Scheduled(Handler):
         return self.at
 
 
-class Watcher:
-    def __init__(self, fd):
-        self.fd = fd
-
-    def fileno(self):
-        return self.fd
+SERIAL = 5  # the serial log's inotify descriptor, as far as the plan goes
 
 
-def test_an_idle_run_sleeps_until_the_deadline():
-    deadline = Deadline(600)
-    quiet = Console(live=False)
-    timeout = _timeout(Watcher(5), [Handler(), Scheduled(None)], quiet, deadline)
-    assert 599 < timeout <= 600
+def test_an_idle_run_sleeps_until_something_happens():
+    fds, timeout = _sleep(SERIAL, 0.0, [Handler(), Scheduled(None)], Console(live=False), Deadline(600))
+    assert SERIAL in fds and 599 < timeout <= 600  # the deadline is the only moment asked for
+    fds, timeout = _sleep(SERIAL, 0.0, [Handler()], Console(live=False), Deadline(None))
+    assert timeout is None
 
 
 def test_the_loop_wakes_for_the_first_moment_asked_for():
     now = time.monotonic()
     deadline = Deadline(600)
-    assert _timeout(Watcher(5), [Scheduled(now + 3), Scheduled(now + 1)], Console(live=False), deadline) <= 1
-    assert _timeout(Watcher(5), [Scheduled(now - 1)], Console(live=False), deadline) == 0
-    # A status line on a terminal is updated a few times a second; without inotify the log is read every POLL.
-    assert _timeout(Watcher(5), [], Console(live=True), deadline) <= Console.STATUS_EVERY
-    assert _timeout(Watcher(None), [], Console(live=False), deadline) == POLL
+    assert _sleep(SERIAL, 0.0, [Scheduled(now + 3), Scheduled(now + 1)], Console(live=False), deadline)[1] <= 1
+    assert _sleep(SERIAL, 0.0, [Scheduled(now - 1)], Console(live=False), deadline)[1] == 0
+    # A status line on a terminal is updated a few times a second.
+    assert _sleep(SERIAL, 0.0, [], Console(live=True), deadline)[1] <= Console.STATUS_EVERY
+
+
+def test_a_talking_guest_is_read_every_burst_interval_and_without_inotify_every_poll():
+    fds, timeout = _sleep(SERIAL, time.monotonic(), [], Console(live=False), Deadline(600))
+    assert SERIAL not in fds and timeout <= BURST
+    fds, timeout = _sleep(None, 0.0, [], Console(live=False), Deadline(600))
+    assert timeout == pytest.approx(POLL, abs=0.01)
