@@ -380,9 +380,9 @@ class QemuProcess:
             try:
                 with interrupt.held():
                     events, ready = self.qmp.wait(watched, timeout)
-            except QmpError as exc:
+            except QmpError as exc:  # QMP is unusable: QEMU's exit and the descriptors still wake the loop
                 log.debug("QMP wait failed: %s", exc)
-                ready = interrupt.readable(watched, 0)
+                ready = interrupt.readable(watched, timeout)
         else:
             ready = interrupt.readable(watched, timeout)
         return Wakeup(tuple(events), frozenset(fd for fd in ready if fd in fds), self._exit.fileno() in ready)
