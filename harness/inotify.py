@@ -13,6 +13,7 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 from typing import Any, Optional, Union
 
 IN_MODIFY = 0x00000002  # a file was written to
@@ -52,9 +53,11 @@ class Watch:
             pass
 
     def close(self) -> None:
+        """Stop watching. Closing an inotify descriptor waits for the kernel to let go of its watches
+        (an RCU grace period: 8 to 16 ms here), so a thread closes it, off the caller's way."""
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            threading.Thread(target=os.close, args=(fd,), name="aero-inotify-close", daemon=True).start()
 
 
 def watch(path: Union[str, os.PathLike[str]], mask: int = IN_MODIFY) -> Optional[Watch]:

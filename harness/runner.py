@@ -240,6 +240,8 @@ class Run:
                                  Deadline(cfg.timeout))
             finally:
                 self._absorb(ctx)
+                watcher.close()  # the kernel takes a moment to drop their watches: it starts while QEMU stops
+                firmware.close()
             self._mark("verdict")
             if not verdict.passed and vm.alive():
                 if vm.screendump(self.artifacts / "screen.png"):
