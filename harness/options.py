@@ -322,12 +322,15 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     *_group(
         "bench", ("bench",),
-        Option("pairs", int, 5, "paired runs for the overhead and latency figures"),
+        Option("pairs", int, 5, "rounds of compared runs (bare QEMU, the harness under TCG, the harness with the "
+               "auto accelerator) for the overhead figures, and runs for the latency figure"),
         Option("wait_seconds", float, 60.0, "idle time over which the CPU figure is taken"),
         Option("log_mib", int, (64, 256, 1024), "serial log size for the memory figure, in MiB", repeatable=True,
                metavar="MIB"),
         QEMU_SYSTEM,
         Option("out", Path, None, "where to write the figures", default_help="build/bench.json"),
+        Option("http_port", int, 18080, "port of the HTTP endpoint the runs serve on 127.0.0.1"),
+        Option("udp_port", int, 18081, "port of the UDP echo the runs serve on 127.0.0.1"),
     ),
     *_group(
         "build_test_guest", ("build-test-guest",),

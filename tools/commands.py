@@ -17,7 +17,7 @@ def cmd_bench(args: argparse.Namespace, console: Console, front: Front) -> int:
     if args.pairs < 1 or args.wait_seconds <= 0:
         raise UsageError("--pairs must be at least 1 and --wait-seconds positive")
     run_bench(default_test_guest(console), find_qemu(args.qemu_system), args.out or DEFAULT_OUT, args.pairs,
-              args.wait_seconds, args.log_mib, console.out)
+              args.wait_seconds, args.log_mib, args.http_port, args.udp_port, console.out)
     return 0
 
 
