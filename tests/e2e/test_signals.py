@@ -116,4 +116,5 @@ def test_signal_around_launch_real_qemu(tmp_path, guest_image, index):
     rng = random.Random(1000 + index)
     artifacts = tmp_path / "a"
     when = at_qemu_launch(artifacts) if index < 2 else random_instant(rng)
-    interrupt_run(QEMU, [*scenario("hang"), "--timeout", "60"], artifacts, SIGNALS[index % 2], when)
+    interrupt_run(QEMU, ["--disk", str(guest_image), *scenario("hang"), "--timeout", "60"], artifacts,
+                  SIGNALS[index % 2], when)
