@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
+import select
 import signal
 import threading
 import time
@@ -130,10 +130,10 @@ def readable(fds: Sequence[int], timeout: Optional[float]) -> Set[int]:
     if not fds:
         time.sleep(timeout if timeout is not None else threading.TIMEOUT_MAX)
         return set()
-    with selectors.DefaultSelector() as selector:
-        for fd in set(fds):
-            selector.register(fd, selectors.EVENT_READ)
-        return {key.fd for key, _ in selector.select(timeout)}
+    poller = select.poll()  # any descriptor number (select.select stops at 1024)
+    for fd in set(fds):
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
 
 
 def wake_fd() -> int:
