@@ -16,11 +16,12 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -88,6 +89,14 @@ def at_qemu_launch(artifacts: Path) -> Callable[[float], bool]:
     return lambda elapsed: (artifacts / "qemu.log").exists()
 
 
+def free_ports() -> Tuple[int, int]:
+    """A TCP and a UDP port nobody holds now (others on this machine run tests too)."""
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        udp.bind(("127.0.0.1", 0))
+        return tcp.getsockname()[1], udp.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def tiny_disk(tmp_path_factory) -> Path:
     disk = tmp_path_factory.mktemp("disk") / "tiny.qcow2"
@@ -105,8 +114,9 @@ def test_signal_around_launch_fake_qemu(tmp_path, tiny_disk, index):
     )
     artifacts = tmp_path / "a"
     when = at_qemu_launch(artifacts) if index % 3 == 0 else random_instant(rng)
+    http, udp = free_ports()
     interrupt_run(
-        str(FAKE_QEMU), ["--disk", str(tiny_disk), "--timeout", "30", "--http-port", "27380", "--udp-port", "27381"],
+        str(FAKE_QEMU), ["--disk", str(tiny_disk), "--timeout", "30", "--http-port", str(http), "--udp-port", str(udp)],
         artifacts, SIGNALS[index % 2], when, env,
     )
 
@@ -116,4 +126,5 @@ def test_signal_around_launch_real_qemu(tmp_path, guest_image, index):
     rng = random.Random(1000 + index)
     artifacts = tmp_path / "a"
     when = at_qemu_launch(artifacts) if index < 2 else random_instant(rng)
-    interrupt_run(QEMU, [*scenario("hang"), "--timeout", "60"], artifacts, SIGNALS[index % 2], when)
+    interrupt_run(QEMU, [*scenario("hang"), "--disk", str(guest_image), "--timeout", "60"], artifacts,
+                  SIGNALS[index % 2], when)
