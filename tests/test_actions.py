@@ -9,16 +9,19 @@ real QEMU and the test guest in tests/e2e/test_device_tests.py.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
 from harness.actions import resize_plan
 from harness.markers import parse
 from tests.fakeqemu import FAKE_QEMU, records, script_env
+
+pytestmark = pytest.mark.fake
 
 ROOT = Path(__file__).resolve().parents[1]
 P = "AERO_VIRTIO_SELFTEST|"
@@ -64,12 +67,23 @@ class Ran:
         return [r for r in records(self.record) if name is None or r["command"] == name]
 
 
+def free_ports() -> Tuple[int, int]:
+    """A TCP and a UDP port nobody holds now (others on this machine run tests too)."""
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        udp.bind(("127.0.0.1", 0))
+        return tcp.getsockname()[1], udp.getsockname()[1]
+
+
 def run(tmp_path: Path, disk: Path, *args: str, timeout: str = "30", **script: object) -> Ran:
+    http, udp = free_ports()
+    # The scripted guest's CONFIG names the ports this run serves.
+    script = json.loads(json.dumps(script).replace(":27480/", f":{http}/").replace("udp_port=27481", f"udp_port={udp}"))
     env = script_env(tmp_path, **script)
     artifacts = tmp_path / "a"
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "selftest", "--qemu-system", str(FAKE_QEMU), "--disk", str(disk),
-         "--accel", "tcg", "--timeout", timeout, "--http-port", "27480", "--udp-port", "27481",
+         "--accel", "tcg", "--timeout", timeout, "--http-port", str(http), "--udp-port", str(udp),
          "--artifacts", str(artifacts), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )

@@ -104,6 +104,7 @@ def tiny_disk(tmp_path_factory) -> Path:
     return disk
 
 
+@pytest.mark.fake
 @pytest.mark.parametrize("index", range(RUNS))
 def test_signal_around_launch_fake_qemu(tmp_path, tiny_disk, index):
     rng = random.Random(index)
