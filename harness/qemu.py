@@ -365,8 +365,8 @@ class QemuProcess:
         proc = self.proc
         try:
             if proc is not None and proc.poll() is None:
-                self.command("quit")
-                if not _wait(proc, quit_wait):
+                # Without a QMP answer to quit (QMP never came up, or is gone) there is nothing to wait for.
+                if self.command("quit") is None or not _wait(proc, quit_wait):
                     log.debug("QEMU ignored quit; sending SIGTERM")
                     proc.terminate()
                     if not _wait(proc, term_wait):
