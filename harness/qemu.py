@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence,
 from harness import interrupt
 from harness.deadline import Deadline
 from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
-from harness.qmp import Qmp, QmpError
+from harness.qmp import Qmp, QmpError, QmpRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ class QemuProcess:
         self.qmp = qmp  # closed by stop(), also when connecting fails
         with interrupt.held():
             try:
-                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                self._connect(qmp, deadline)
             except QmpError as exc:
                 # A QEMU that fails at start may open its socket and exit a moment later.
                 if _wait(self.proc, 1.0):
@@ -297,6 +297,17 @@ class QemuProcess:
                     f"QEMU opened its QMP socket but did not answer: {exc}",
                     hint="QEMU seems hung; its output is in " + str(self.log_path),
                 ) from exc
+
+    def _connect(self, qmp: Qmp, deadline: Deadline) -> None:
+        """QEMU creates the socket file (bind) a moment before it listens: a refused connect is retried."""
+        while True:
+            try:
+                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                return
+            except QmpRefusedError:
+                if deadline.expired or self.proc is None or self.proc.poll() is not None:
+                    raise
+                interrupt.sleep(0.01)
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
