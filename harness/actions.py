@@ -161,7 +161,7 @@ class InputInjection(ReadyHandler):
             wheel = [e for e in events if e["type"] == "rel" and e["data"]["axis"] in WHEEL_AXES]
             if not wheel or exc.error_class == "CommandNotFound":
                 raise
-            # QEMU before 8.1 has no wheel axes (InputAxis is x and y); its wheel is the wheel-up/-down
+            # QEMU 7.2 has no wheel axes (InputAxis is x and y); its wheel is the wheel-up/-down
             # buttons, which the virtio mouse reports as REL_WHEEL. There is no horizontal wheel then.
             if not self.wheel_as_buttons:
                 self.wheel_as_buttons = True
