@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence,
 from harness import interrupt
 from harness.deadline import Deadline
 from harness.errors import HarnessError, HostError, QemuLaunchError, UsageError
-from harness.qmp import Qmp, QmpError
+from harness.qmp import Qmp, QmpError, QmpRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +97,8 @@ class QemuCaps:
 
     version: str
     has_action: bool  # -action panic=pause (QEMU 6.0+)
-    devices: FrozenSet[str]
+    devices: FrozenSet[str]  # of those asked about, the ones it has
     properties: Dict[str, FrozenSet[str]]
-
-    def require(self, drivers: Iterable[str], first_release: Dict[str, str]) -> None:
-        for driver in drivers:
-            if driver not in self.devices:
-                since = first_release.get(driver)
-                raise HostError(
-                    f"this QEMU ({self.version}) has no {driver} device, which the run needs",
-                    hint=f"{driver} arrived in QEMU {since}; name a newer one with --qemu-system" if since
-                    else "name a QEMU built with it with --qemu-system",
-                )
-
-
-def _device_names(help_text: str) -> FrozenSet[str]:
-    return frozenset(re.findall(r'^name "([^"]+)"', help_text, re.MULTILINE))
 
 
 def _property_names(help_text: str) -> FrozenSet[str]:
@@ -137,16 +123,22 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     except (OSError, ValueError):
         cache = {}
     entry = cache.get(key)
-    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) for d in drivers
-                                              if d in entry.get("devices", [])):
-        devices = _device_names(_probe([qemu, "-device", "help"]))
+    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) or d in entry.get("absent", [])
+                                              for d in drivers):
         known = entry.get("properties", {}) if isinstance(entry, dict) else {}
-        properties = {d: sorted(_property_names(_probe([qemu, "-device", f"{d},help"])))
-                      for d in sorted(set(drivers) & devices) if d not in known}
+        absent = set(entry.get("absent", [])) if isinstance(entry, dict) else set()
+        # One `-device NAME,help` per device, not `-device help`: listing every device loads every
+        # module, and a QEMU unpacked beside another one aborts on a module of the other build.
+        for driver in sorted(set(drivers) - set(known) - absent):
+            props = _property_names(_probe([qemu, "-device", f"{driver},help"]))
+            if props:
+                known[driver] = sorted(props)
+            else:  # "Device 'NAME' not found" (QEMU exits 0 here)
+                absent.add(driver)
         entry = {
             "has_action": supports_option(qemu, "-action"),
-            "devices": sorted(devices),
-            "properties": {**known, **properties},
+            "absent": sorted(absent),
+            "properties": known,
         }
         cache[key] = entry
         try:
@@ -159,7 +151,7 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     return QemuCaps(
         version=version,
         has_action=bool(entry["has_action"]),
-        devices=frozenset(entry["devices"]),
+        devices=frozenset(entry["properties"]),
         properties={k: frozenset(v) for k, v in entry["properties"].items()},
     )
 
@@ -288,7 +280,7 @@ class QemuProcess:
         self.qmp = qmp  # closed by stop(), also when connecting fails
         with interrupt.held():
             try:
-                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                self._connect(qmp, deadline)
             except QmpError as exc:
                 # A QEMU that fails at start may open its socket and exit a moment later.
                 if _wait(self.proc, 1.0):
@@ -297,6 +289,17 @@ class QemuProcess:
                     f"QEMU opened its QMP socket but did not answer: {exc}",
                     hint="QEMU seems hung; its output is in " + str(self.log_path),
                 ) from exc
+
+    def _connect(self, qmp: Qmp, deadline: Deadline) -> None:
+        """QEMU creates the socket file (bind) a moment before it listens: a refused connect is retried."""
+        while True:
+            try:
+                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                return
+            except QmpRefusedError:
+                if deadline.expired or self.proc is None or self.proc.poll() is not None:
+                    raise
+                interrupt.sleep(0.01)
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
@@ -365,8 +368,8 @@ class QemuProcess:
         proc = self.proc
         try:
             if proc is not None and proc.poll() is None:
-                self.command("quit")
-                if not _wait(proc, quit_wait):
+                # Without a QMP answer to quit (QMP never came up, or is gone) there is nothing to wait for.
+                if self.command("quit") is None or not _wait(proc, quit_wait):
                     log.debug("QEMU ignored quit; sending SIGTERM")
                     proc.terminate()
                     if not _wait(proc, term_wait):

@@ -20,6 +20,10 @@ class QmpError(Exception):
     """QMP is unusable: not connected in time, the connection dropped, a reply did not come."""
 
 
+class QmpRefusedError(QmpError):
+    """Nothing listens on the socket (yet): QEMU binds its socket a moment before it listens."""
+
+
 class QmpCommandError(QmpError):
     """QEMU answered a command with an error (``CommandNotFound``, ``GenericError``, ...)."""
 
@@ -47,8 +51,19 @@ class Qmp:
         except asyncio.TimeoutError as exc:
             raise QmpError(f"QEMU's QMP socket did not greet within {timeout:g} s") from exc
         except Exception as exc:  # ConnectError, OSError and the like
-            raise QmpError(f"cannot connect to QMP: {exc}") from exc
+            refused = isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError) \
+                or isinstance(getattr(exc, "exc", None), ConnectionRefusedError)
+            self._reset()
+            raise (QmpRefusedError if refused else QmpError)(f"cannot connect to QMP: {exc}") from exc
         self._connected = True
+
+    def _reset(self) -> None:
+        """A fresh client after a failed connect (the library's client is not reused after an error)."""
+        try:
+            self._run(self._client.disconnect(), 1.0)
+        except (Exception, asyncio.CancelledError) as exc:
+            log.debug("resetting the QMP client: %r", exc)
+        self._client = QMPClient("aero")
 
     def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
         """Run one command; its return value. Raises QmpCommandError or QmpError."""
