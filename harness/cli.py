@@ -229,6 +229,7 @@ def guarded(body: Callable[[], int], console: Console) -> int:
     try:
         return body()
     except KeyboardInterrupt as exc:
+        interrupt.consume()
         console.info(classify(exc)[2])
         return int(ExitCode.INTERRUPTED)
     except HarnessError as exc:
@@ -248,6 +249,7 @@ def main(argv: Optional[Sequence[str]] = None, front: Optional[Front] = None) ->
         with interrupt.held():
             args = build_parser(front).parse_args(argv)
     except KeyboardInterrupt:
+        interrupt.consume()
         return int(ExitCode.INTERRUPTED)
     return run_command(args.command, given_values(args), verbose=args.verbose, front=front)
 
@@ -261,14 +263,19 @@ def run_command(
     ``given`` holds the options given, as typed values; ``options.resolve`` adds
     the settings and the defaults.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not verbose:
-        # qemu.qmp reports a QEMU that went away as ERROR; the run reports it better.
-        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     interrupt.install()  # again for the Invoke front, which does not come through main()
-    console = Console()
+    try:
+        with interrupt.held():  # a signal here is answered below, not with a traceback from logging's setup
+            logging.basicConfig(
+                level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            )
+            if not verbose:
+                # qemu.qmp reports a QEMU that went away as ERROR; the run reports it better.
+                logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+            console = Console()
+    except KeyboardInterrupt:
+        interrupt.consume()
+        return int(ExitCode.INTERRUPTED)
     use = front or RUNTIME
     body = use.commands[command]
     return guarded(lambda: body(options.resolve(command, given, settings), console, use), console)

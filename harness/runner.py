@@ -101,6 +101,7 @@ class Run:
         try:
             verdict = self._run(artifacts)
         except KeyboardInterrupt as exc:
+            interrupt.consume()  # answered here: the cleanup and the artifacts below are not cut short
             verdict = failure_verdict(exc)  # the run is over: result.json and the verdict line say so
         except BaseException as exc:
             verdict = failure_verdict(exc)

@@ -5,11 +5,12 @@ or at the instant its qemu.log appears (QEMU just forked). Every time: exit 130,
 no process of the run left once the harness has exited, no traceback, and
 result.json (when the run got as far as its artifacts folder) says INTERRUPTED.
 
-The first second counts from the instant the process catches the signal
-(/proc/PID/status SigCgt): before that it is only the Python interpreter
-starting (some 30 ms, more on a loaded machine), where the signal's default
-action ends the process before it started anything; that window is checked on
-its own (killed by the signal, nothing left, nothing written).
+The first second counts from the instant the harness catches signals (SIGTERM
+in /proc/PID/status SigCgt; ``python -m harness`` takes them on its first
+line): before that it is only the Python interpreter starting, where the
+signal's default action ends the process before it started anything; that
+window is checked on its own (killed by the signal, nothing left, nothing
+written).
 
 Most runs use the fake QEMU (tests/fakeqemu), which starts slowly and speaks
 QMP, so tens of runs take seconds; a few use real QEMU. ``AERO_SIGNAL_RUNS``
@@ -65,7 +66,8 @@ def interrupt_run(
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
     )
     try:
-        while proc.poll() is None and not catches(proc.pid, signum):
+        # SIGTERM: Python catches SIGINT from its own start, SIGTERM only once the harness does.
+        while proc.poll() is None and not catches(proc.pid, signal.SIGTERM):
             time.sleep(0.0005)
         started = time.monotonic()
         while proc.poll() is None and not when(time.monotonic() - started):
