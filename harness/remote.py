@@ -8,6 +8,8 @@ with its output streamed live, fetch the artifacts into
 ``<artifacts>/<host>/`` and remove the remote scratch. The remote harness
 ends itself when the SSH session goes away (its stdin closes) and at its own
 deadline, so a Ctrl-C or a dropped connection never leaves QEMU running.
+Files travel over plain exec channels of the same connection (``cat``,
+``stat``, ``tar``), never sftp, which a minimal sshd does not offer.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from harness import __version__, interrupt
 from harness.errors import (
@@ -341,9 +345,8 @@ def install_harness(conn: Any, home: str, host: str, opts: RemoteOptions) -> str
         return site
     staging = f"{site}.partial-{uuid.uuid4().hex[:8]}"
     _check(_run(conn, f"mkdir -p {shlex.quote(staging)}"), host, "create the harness folder")
-    sftp = conn.sftp()
     for wheel in wheels:
-        sftp.put(str(wheel), f"{staging}/{wheel.name}")
+        put_file(conn, host, wheel, f"{staging}/{wheel.name}")
     unpack = (
         "import glob, sys, zipfile\n"
         "for w in glob.glob(sys.argv[1] + '/*.whl'):\n"
@@ -369,33 +372,167 @@ def upload_disk(conn: Any, home: str, host: str, disk: Path, out: IO[str]) -> st
     size = disk.stat().st_size
     folder = f"{home}/{REMOTE_HOME}/disks"
     target = f"{folder}/{digest}{''.join(disk.suffixes[-1:]) or '.img'}"
-    sftp = conn.sftp()
-    try:
-        if sftp.stat(target).st_size == size:
-            out.write(f"{host}: {disk.name} is already on the host (sha256 {digest[:12]}...), not uploading\n")
-            return target
-    except OSError:
-        pass
+    if remote_size(conn, target) == size:
+        out.write(f"{host}: {disk.name} is already on the host (sha256 {digest[:12]}...), not uploading\n")
+        return target
     _check(_run(conn, f"mkdir -p {shlex.quote(folder)}"), host, "create the disk folder")
-    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        sftp.put(str(disk), partial, callback=Progress(f"{host}: uploading {disk.name}", out, size))
-        sftp.posix_rename(partial, target)
-    except (OSError, EOFError) as exc:
-        _run(conn, f"rm -f {shlex.quote(partial)}")
-        raise RemoteError(f"{host}: uploading {disk} failed: {exc}") from exc
+    put_file(conn, host, disk, target, Progress(f"{host}: uploading {disk.name}", out, size))
     return target
 
 
-def fetch_artifacts(conn: Any, remote_dir: str, local_dir: Path) -> None:
-    sftp = conn.sftp()
+def fetch_artifacts(conn: Any, host: str, remote_dir: str, local_dir: Path) -> None:
+    """The remote artifacts folder's files into ``local_dir`` (nothing when the folder is not there)."""
     local_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        names = sftp.listdir(remote_dir)
-    except OSError:
+    if _run(conn, f"test -d {shlex.quote(remote_dir)}").exited != 0:
         return
-    for name in names:
-        sftp.get(f"{remote_dir}/{name}", str(local_dir / name))
+    what = f"fetch the artifacts from {remote_dir}"
+    channel = _exec(conn, host, f"tar -cf - -C {shlex.quote(remote_dir)} .", what)
+    try:
+        channel.shutdown_write()  # tar reads nothing from us
+        stream = channel.makefile("rb")
+        unpack_tar(stream, local_dir)
+        while stream.read(TRANSFER_CHUNK):  # tar's padding after the archive's end
+            pass
+    except _channel_errors() + (tarfile.TarError,) as exc:
+        raise _broken(channel, host, what, exc) from exc
+    else:
+        _finish(channel, host, what)
+    finally:
+        channel.close()
+
+
+# --- transfers over plain exec channels ---------------------------------------
+# No sftp: sshd has no sftp subsystem unless its config names one (a minimal
+# sshd_config does not), while every host has sh, cat, mv, stat and tar.
+
+TRANSFER_CHUNK = 256 * 1024
+TRANSFER_STALL = 120.0  # seconds without progress before a transfer is given up
+OnProgress = Callable[[int, int], None]  # (bytes done, bytes in all), as Progress takes them
+
+
+def _channel_errors() -> Tuple[Type[BaseException], ...]:
+    """What a failing SSH channel raises (paramiko is imported only when remote-selftest runs)."""
+    import paramiko
+
+    return (OSError, EOFError, paramiko.SSHException)
+
+
+def _exec(conn: Any, host: str, command: str, what: str) -> Any:
+    """A paramiko channel running ``command`` on the connection's transport."""
+    transport = conn.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise RemoteError(f"{host}: cannot {what}: the connection is closed")
+    try:
+        channel = transport.open_session(timeout=TRANSFER_STALL)
+        channel.settimeout(TRANSFER_STALL)
+        channel.exec_command(command)
+    except _channel_errors() as exc:
+        raise RemoteError(f"{host}: cannot {what}: {exc}") from exc
+    return channel
+
+
+def _stderr_tail(channel: Any) -> str:
+    """What the remote command has written to stderr so far, as ``: <its last lines>``."""
+    data = b""
+    try:
+        while channel.recv_stderr_ready():
+            data += channel.recv_stderr(65536)
+    except _channel_errors():
+        pass
+    text = data.decode("utf-8", errors="replace").strip()
+    return f": {text[-500:]}" if text else ""
+
+
+def _broken(channel: Any, host: str, what: str, exc: BaseException) -> RemoteError:
+    """The error for a transfer that broke off: the host's own reason when its command failed, else ``exc``."""
+    channel.status_event.wait(2.0)  # a command that stopped by itself has said why by now
+    code = channel.exit_status if channel.exit_status_ready() else None
+    said = _stderr_tail(channel)
+    if code is not None and code > 0:
+        return RemoteError(f"{host}: cannot {what}: exit code {code}{said}")
+    return RemoteError(f"{host}: cannot {what}: {str(exc) or type(exc).__name__}{said}")
+
+
+def _finish(channel: Any, host: str, what: str) -> None:
+    """Wait (bounded) for the remote command's exit; a RemoteError unless it is 0."""
+    if not channel.status_event.wait(TRANSFER_STALL):
+        raise RemoteError(f"{host}: cannot {what}: the host did not finish within {TRANSFER_STALL:g} s")
+    code = channel.recv_exit_status()
+    if code != 0:
+        said = _stderr_tail(channel) or (": the connection closed" if code == -1 else "")
+        raise RemoteError(f"{host}: cannot {what}: exit code {code}{said}")
+
+
+def remote_size(conn: Any, path: str) -> Optional[int]:
+    """The size of a file on the host; None when there is none."""
+    result = _run(conn, f"stat -c %s {shlex.quote(path)}")
+    text = result.stdout.strip()
+    return int(text) if result.exited == 0 and text.isdigit() else None
+
+
+def send_file(conn: Any, host: str, local: Path, command: str, progress: Optional[OnProgress] = None) -> None:
+    """Stream a local file into the stdin of ``command`` on the host, in chunks."""
+    what = f"upload {local.name}"
+    channel = _exec(conn, host, command, what)
+    try:
+        size = local.stat().st_size
+        done = 0
+        with open(local, "rb") as f:
+            for block in iter(lambda: f.read(TRANSFER_CHUNK), b""):
+                channel.sendall(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, size)
+        channel.shutdown_write()
+    except _channel_errors() as exc:
+        raise _broken(channel, host, what, exc) from exc
+    else:
+        _finish(channel, host, what)
+    finally:
+        channel.close()
+
+
+def put_file(conn: Any, host: str, local: Path, remote: str, progress: Optional[OnProgress] = None) -> None:
+    """Upload a file to ``remote``, which appears only complete: written beside it, size checked, renamed."""
+    partial = f"{remote}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        send_file(conn, host, local, f"cat > {shlex.quote(partial)}", progress)
+        size, got = local.stat().st_size, remote_size(conn, partial)
+        if got != size:
+            raise RemoteError(f"{host}: uploading {local.name}: the host has {got} bytes of {size}")
+        _check(_run(conn, f"mv -f {shlex.quote(partial)} {shlex.quote(remote)}"), host, f"move {partial} into place")
+    except BaseException:
+        try:
+            _run(conn, f"rm -f {shlex.quote(partial)}")
+        except Exception as exc:  # a cleanup error never hides the first one
+            log.debug("removing %s: %s", partial, exc)
+        raise
+
+
+def unpack_tar(stream: IO[bytes], folder: Path) -> List[str]:
+    """Unpack a tar stream into ``folder``; the paths written, relative to it.
+
+    Only regular files at relative paths inside ``folder``: whatever the host
+    sends, nothing is written elsewhere (no absolute paths, no ``..``, no links
+    or devices; those are skipped with a warning).
+    """
+    written = []
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            path = PurePosixPath(member.name)
+            if not member.isfile() or path.is_absolute() or ".." in path.parts or not path.parts:
+                log.warning("not fetched: %r is not a regular file inside the artifacts folder", member.name)
+                continue
+            target = folder.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None  # a regular file has contents
+            with open(target, "wb") as out:
+                shutil.copyfileobj(source, out, TRANSFER_CHUNK)
+            written.append(path.as_posix())
+    return written
 
 
 def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], active: ActiveRuns) -> HostOutcome:
@@ -432,7 +569,7 @@ def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], acti
             result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
                                 in_stream=False)
             code = int(result.exited)
-            fetch_artifacts(conn, remote_artifacts, local)
+            fetch_artifacts(conn, host, remote_artifacts, local)
         finally:
             _run(conn, f"rm -rf {shlex.quote(run_dir)}")
     verdict = "?"
