@@ -84,6 +84,8 @@ class SelftestConfig:
     with_snd_buffer_limits: bool = _default("with_snd_buffer_limits")
     virtio_snd_wav_peak_threshold: int = _default("virtio_snd_wav_peak_threshold")
     virtio_snd_wav_rms_threshold: int = _default("virtio_snd_wav_rms_threshold")
+    # Set by --repeat for each of its runs (harness/repeat.py).
+    private_network: bool = _default("private_network")
 
     @property
     def profile(self) -> str:

@@ -257,6 +257,8 @@ OPTIONS: Tuple[Option, ...] = (
                internal=True),
         Option("session_deadline", float, None, "end the run after this many seconds", commands=("selftest",),
                internal=True),
+        Option("private_network", bool, False, "the run is alone in a network namespace (--repeat starts it there): "
+               "bring lo up, take no host-wide port lock", commands=("selftest",), internal=True),
     ),
     *_group(
         "remote_selftest", ("remote-selftest",),
