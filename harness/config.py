@@ -86,6 +86,7 @@ class SelftestConfig:
     virtio_snd_wav_rms_threshold: int = _default("virtio_snd_wav_rms_threshold")
     # Set by --repeat for each of its runs (harness/repeat.py).
     private_network: bool = _default("private_network")
+    run_index: Optional[int] = _default("run_index")
 
     @property
     def profile(self) -> str:

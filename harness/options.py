@@ -259,6 +259,8 @@ OPTIONS: Tuple[Option, ...] = (
                internal=True),
         Option("private_network", bool, False, "the run is alone in a network namespace (--repeat starts it there): "
                "bring lo up, take no host-wide port lock", commands=("selftest",), internal=True),
+        Option("run_index", int, None, "this run's number in a --repeat, offered to the guest through fw_cfg "
+               "(opt/aero/run_index)", commands=("selftest",), internal=True),
     ),
     *_group(
         "remote_selftest", ("remote-selftest",),

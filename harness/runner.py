@@ -62,10 +62,13 @@ class RunOutcome:
 def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     """Host settings offered to guests that read fw_cfg (the test guest does;
     a Windows guest has its own baked in and ignores these)."""
-    return [
+    hints = [
         ("opt/aero/http_url", f"http://10.0.2.2:{cfg.http_port}{cfg.http_path}"),
         ("opt/aero/udp_port", str(cfg.udp_port)),
     ]
+    if cfg.run_index is not None:  # a run of a --repeat: the test guest's flaky scenario fails by it
+        hints.append(("opt/aero/run_index", str(cfg.run_index)))
+    return hints
 
 
 class Run:
