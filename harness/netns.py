@@ -55,7 +55,7 @@ class Isolation:
         return self.wrap(["true"])
 
     def describe(self) -> str:
-        return f"{self.name} per run ({' '.join(self.prefix)})"
+        return f"{self.name} of its own ({' '.join(self.prefix)})"
 
 
 USER_NET = Isolation("a user+network namespace", ("unshare", "--user", "--map-root-user", "--net"))

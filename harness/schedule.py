@@ -9,6 +9,7 @@ hold the processes and connections; this module only decides.
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
@@ -112,11 +113,18 @@ class Schedule:
 
 def time_left(waiting: int, running_elapsed: Iterable[float], finished_seconds: Iterable[float],
               jobs: int) -> Optional[float]:
-    """Seconds until the last run ends, estimated from the median run so far (None before any run ended)."""
+    """Seconds until the last run ends, if every run takes the median so far (None before any run ended).
+
+    The runs under way end when they reach the median (or at once, if overdue);
+    each waiting run goes to whichever job is free first.
+    """
     times = list(finished_seconds)
     if not times:
         return None
     typical = statistics.median(times)
-    work = waiting * typical + sum(max(typical - elapsed, 0.0) for elapsed in running_elapsed)
-    return work / max(jobs, 1)
-
+    free_at = sorted(max(typical - elapsed, 0.0) for elapsed in running_elapsed)
+    free_at += [0.0] * max(jobs - len(free_at), 0)
+    heapq.heapify(free_at)
+    for _ in range(waiting):
+        heapq.heappush(free_at, heapq.heappop(free_at) + typical)
+    return max(free_at, default=0.0)

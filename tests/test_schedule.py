@@ -85,6 +85,9 @@ def test_bad_host_specs_are_usage_errors(spec, message, hint):
 
 def test_time_left_from_the_median_run():
     assert time_left(5, [], [], 2) is None  # nothing to go by yet
-    # 4 waiting runs of ~10 s, one running for 4 s (6 s to go), one overdue; 2 jobs.
-    assert time_left(4, [4.0, 12.0], [9.0, 10.0, 30.0], 2) == pytest.approx((40 + 6) / 2)
+    # Runs of ~10 s; one under way for 4 s (6 s to go), one overdue; 2 jobs: the waiting runs go
+    # to the free job at 0 s, 10 s, then to the other at 6 s...: 0+10, 6+10, 10+10, 16+10.
+    assert time_left(4, [4.0, 12.0], [9.0, 10.0, 30.0], 2) == pytest.approx(26.0)
+    assert time_left(0, [7.0], [10.0], 2) == pytest.approx(3.0)  # the last run, not shared out over the jobs
     assert time_left(0, [], [10.0], 3) == 0
+    assert time_left(6, [], [10.0], 3) == pytest.approx(20.0)
