@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Iterable, NoReturn, Optional, Sequence, Type, TypeVar
 
 from harness import interrupt
 from harness.deadline import Deadline
@@ -227,6 +227,12 @@ def _lock_hint(output: str) -> Optional[str]:
     return None
 
 
+def _refused(exc: QmpError) -> bool:
+    """The connection was refused (qemu.qmp's ConnectError carries the OSError as ``exc``)."""
+    cause = exc.__cause__
+    return isinstance(getattr(cause, "exc", cause), ConnectionRefusedError)
+
+
 def die_with_parent() -> None:
     """In the child before exec: on Linux, QEMU gets SIGKILL if the harness dies."""
     if sys.platform.startswith("linux"):
@@ -284,19 +290,30 @@ class QemuProcess:
             if deadline.expired:
                 raise QemuLaunchError(f"QEMU did not open its QMP socket within {connect_timeout:g} s")
             interrupt.sleep(0.02)
-        qmp = Qmp(str(self.qmp_socket))
-        self.qmp = qmp  # closed by stop(), also when connecting fails
         with interrupt.held():
-            try:
-                qmp.connect(timeout=max(deadline.remaining, 1.0))
-            except QmpError as exc:
-                # A QEMU that fails at start may open its socket and exit a moment later.
-                if _wait(self.proc, 1.0):
-                    raise self._launch_failure() from exc
-                raise QemuLaunchError(
-                    f"QEMU opened its QMP socket but did not answer: {exc}",
-                    hint="QEMU seems hung; its output is in " + str(self.log_path),
-                ) from exc
+            while True:
+                qmp = Qmp(str(self.qmp_socket))
+                self.qmp = qmp  # closed by stop(), also when connecting fails
+                try:
+                    qmp.connect(timeout=max(deadline.remaining, 1.0))
+                    break
+                except QmpError as exc:
+                    # QEMU binds its socket a moment before it listens on it: refused in between
+                    # (seen with several QEMUs starting at once on a busy machine).
+                    if not (_refused(exc) and self.proc.poll() is None and not deadline.expired):
+                        self._connect_failure(exc)
+                qmp.close()
+                interrupt.sleep(0.02)
+
+    def _connect_failure(self, exc: QmpError) -> NoReturn:
+        assert self.proc is not None
+        # A QEMU that fails at start may open its socket and exit a moment later.
+        if _wait(self.proc, 1.0):
+            raise self._launch_failure() from exc
+        raise QemuLaunchError(
+            f"QEMU opened its QMP socket but did not answer: {exc}",
+            hint="QEMU seems hung; its output is in " + str(self.log_path),
+        ) from exc
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None

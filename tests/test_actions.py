@@ -161,3 +161,9 @@ def test_resize_plan_rounds_up_to_512_bytes():
     ready = parse(f"{P}TEST|virtio-blk-resize|READY|disk=0|old_bytes=1000")
     assert resize_plan(ready, 1).new_bytes == 1048576 + 1024
     assert resize_plan(parse(f"{P}TEST|virtio-blk-resize|READY|old_bytes=0x200"), 64).old_bytes == 512
+
+
+def test_a_qmp_socket_bound_but_not_yet_listening_is_waited_for(tmp_path, tiny_disk):
+    # QEMU binds its socket a moment before it listens: a connection then is refused, not a hung QEMU.
+    ran = run(tmp_path, tiny_disk, serial=guest(), listen_delay=0.5)
+    assert ran.code == 0, ran.out + ran.err
