@@ -124,6 +124,9 @@ def _caps_cache_file() -> Path:
     return Path(base) / "aero-virtio-harness" / "qemu-caps.json"
 
 
+CAPS_KEYS = {"has_action", "devices", "properties"}
+
+
 def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     """Probe once per QEMU build (cached by path, size, mtime and version) what it offers."""
     version = qemu_version(qemu)
@@ -137,10 +140,11 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     except (OSError, ValueError):
         cache = {}
     entry = cache.get(key)
-    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) for d in drivers
-                                              if d in entry.get("devices", [])):
+    # An entry another version of the harness wrote (the cache is per user, shared) may lack keys: probe again.
+    if not isinstance(entry, dict) or not CAPS_KEYS <= set(entry) or not all(
+            d in entry["properties"] for d in drivers if d in entry["devices"]):
         devices = _device_names(_probe([qemu, "-device", "help"]))
-        known = entry.get("properties", {}) if isinstance(entry, dict) else {}
+        known = entry["properties"] if isinstance(entry, dict) and isinstance(entry.get("properties"), dict) else {}
         properties = {d: sorted(_property_names(_probe([qemu, "-device", f"{d},help"])))
                       for d in sorted(set(drivers) & devices) if d not in known}
         entry = {
