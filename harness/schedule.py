@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from harness.errors import UsageError
 
@@ -44,6 +44,16 @@ def parse_host(spec: str) -> Tuple[str, int]:
         raise UsageError(f"--host {spec}: {slots} slots; a host takes 1 to {MAX_SLOTS} runs at once",
                          hint="a port is written HOST:PORT:SLOTS (user@kvm01:2222:1), or set with Port in ssh_config")
     return host, slots
+
+
+def parse_hosts(specs: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """Every ``--host HOST[:SLOTS]``: the hosts, and their slots in the same order; each host once."""
+    parsed = [parse_host(spec) for spec in specs]
+    names = [name for name, _ in parsed]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"--host {name} is given twice", hint=f"give it once, with its slots: {name}:N")
+    return tuple(names), tuple(slots for _, slots in parsed)
 
 
 class Schedule:

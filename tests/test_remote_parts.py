@@ -43,3 +43,18 @@ def test_summary_and_worst_code():
     assert worst([0, 3, 1]) == 3 and worst([0, 0]) == 0
     assert worst([1, 130, 2]) == ExitCode.INTERRUPTED and worst([4, 1]) == ExitCode.USAGE
     assert worst([]) == ExitCode.HOST_ERROR
+
+
+def test_hosts_with_slots_and_a_repeat_reach_the_remote_options(tmp_path):
+    from harness.cli import RUNTIME, remote_options
+    from harness.console import Console
+    from harness.options import resolve
+
+    disk = tmp_path / "win7.qcow2"
+    disk.write_bytes(b"QFI\xfb" + bytes(508))
+    values = resolve("remote-selftest", {"host": ["kvm01:4", "kvm02"], "disk": disk, "repeat": 40,
+                                         "until_fail": True})
+    opts = remote_options(values, Console(), RUNTIME)
+    assert (opts.hosts, opts.slots, opts.repeat, opts.until_fail) == (("kvm01", "kvm02"), (4, 1), 40, True)
+    # The runs on the hosts get neither: each is one run.
+    assert "--repeat" not in opts.selftest_args and "--until-fail" not in opts.selftest_args

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import UsageError
-from harness.schedule import Schedule, default_jobs, parse_host, time_left
+from harness.schedule import Schedule, default_jobs, parse_host, parse_hosts, time_left
 
 
 def take_all(schedule):
@@ -91,3 +91,10 @@ def test_time_left_from_the_median_run():
     assert time_left(0, [7.0], [10.0], 2) == pytest.approx(3.0)  # the last run, not shared out over the jobs
     assert time_left(0, [], [10.0], 3) == 0
     assert time_left(6, [], [10.0], 3) == pytest.approx(20.0)
+
+
+def test_hosts_with_their_slots_each_host_once():
+    assert parse_hosts(["kvm01:4", "kvm02"]) == (("kvm01", "kvm02"), (4, 1))
+    with pytest.raises(UsageError, match="--host kvm01 is given twice") as err:
+        parse_hosts(["kvm01:2", "kvm01:2"])
+    assert err.value.hint == "give it once, with its slots: kvm01:N"
