@@ -114,6 +114,7 @@ class Fleet:
                     interrupt.sleep(POLL)
             except KeyboardInterrupt as exc:
                 self._stop(threads, getattr(exc, "name", "Ctrl-C"))
+                interrupt.reset()  # a signal now changes nothing: the summary comes, the exit code is 130
                 return True
         return False
 

@@ -165,6 +165,22 @@ def _holder(fd: int) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
+def held_by(ports: Sequence[Tuple[str, int]], folder: Path = LOCK_DIR) -> Optional[str]:
+    """Whether another run holds one of these ports' locks now, and who (for a message; it may change at once)."""
+    for path in lock_paths(ports, folder):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return f"another selftest run{_holder(fd)}"
+        finally:
+            os.close(fd)  # and with it our lock, if we got it
+    return None
+
+
 @contextlib.contextmanager
 def port_lock(ports: Sequence[Tuple[str, int]], say: Callable[[str], None], wait: float = LOCK_WAIT,
               folder: Path = LOCK_DIR) -> Iterator[None]:

@@ -240,7 +240,8 @@ def child_argv(cfg: SelftestConfig, options: Sequence[str], index: int, folder: 
 def run_repeat(cfg: SelftestConfig, options: Sequence[str], console: Console) -> int:
     """``cfg.repeat`` runs, ``jobs`` at once; the worst exit code."""
     isolation, why = netns.probe_local()
-    jobs = cfg.jobs or default_jobs(cfg.repeat, os.cpu_count() or 1, available_mib(), cfg.memory, cfg.smp)
+    jobs = min(cfg.jobs, cfg.repeat) if cfg.jobs else default_jobs(
+        cfg.repeat, os.cpu_count() or 1, available_mib(), cfg.memory, cfg.smp)
     if isolation is None and jobs > 1:
         console.info(f"no network namespace for the runs here ({why}): they share 127.0.0.1 and go one at a time, "
                      f"not {jobs} at once")
@@ -275,6 +276,7 @@ class Repeat:
         self.children: Dict[int, Child] = {}
         self.env = child_env()
         self.bound = cfg.timeout + CHILD_MARGIN
+        self.ports = [("tcp", cfg.http_port)] + ([] if cfg.disable_udp else [("udp", cfg.udp_port)])
 
     def run(self) -> bool:
         """Until every run has ended; True when a signal cut it short."""
@@ -289,6 +291,7 @@ class Repeat:
             except KeyboardInterrupt as exc:
                 self.schedule.stop()
                 self._stop_all(getattr(exc, "name", "Ctrl-C"))
+                interrupt.reset()  # a signal now changes nothing: the summary comes, the exit code is 130
                 return True
         return False
 
@@ -298,6 +301,11 @@ class Repeat:
             if index is None:
                 return
             folder = self.base / run_name(index)
+            if self.isolation is None:
+                who = netns.held_by(self.ports)
+                if who:
+                    self.console.info(f"{run_name(index)} waits for {who}, which holds the ports "
+                                      f"{self.cfg.http_port}/{self.cfg.udp_port} on 127.0.0.1")
             argv = child_argv(self.cfg, self.options, index, folder, self.isolation)
             self.children[index] = Child(index, argv, folder, self.env)
 

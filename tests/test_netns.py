@@ -47,8 +47,10 @@ def test_lock_paths_are_per_namespace_and_in_one_order(tmp_path):
 def test_a_held_port_makes_the_run_wait_and_say_so_then_give_up(tmp_path):
     said = []
     path = netns.lock_paths([("tcp", 27990)], tmp_path)[0]
+    assert netns.held_by([("tcp", 27990)], tmp_path) is None  # no lock file yet
     with netns.port_lock([("tcp", 27990)], said.append, folder=tmp_path):
         assert path.read_text().strip() == str(os.getpid())
+        assert netns.held_by([("udp", 1), ("tcp", 27990)], tmp_path) == f"another selftest run (pid {os.getpid()})"
         assert os.stat(path).st_mode & 0o777 == 0o666
         with pytest.raises(HostError, match=r"another selftest run held TCP 27990 on 127.0.0.1 for 0.3 s"):
             with netns.port_lock([("tcp", 27990)], said.append, wait=0.3, folder=tmp_path):
@@ -56,6 +58,7 @@ def test_a_held_port_makes_the_run_wait_and_say_so_then_give_up(tmp_path):
     assert len(said) == 1
     assert said[0].startswith(f"waiting for another selftest run (pid {os.getpid()}) to end: runs on this host share "
                               "127.0.0.1 (TCP 27990) and take turns")
+    assert netns.held_by([("tcp", 27990)], tmp_path) is None  # released
     # Released: the next run takes it at once, without a word.
     with netns.port_lock([("tcp", 27990)], said.append, wait=0.3, folder=tmp_path):
         pass

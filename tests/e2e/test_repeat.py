@@ -172,13 +172,20 @@ def test_without_namespaces_the_runs_take_turns_on_the_port_lock(tmp_path, guest
         found = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
         (bin_dir / Path(found).name).symlink_to(found)
     env = {**os.environ, "PATH": str(bin_dir)}
-    run = repeat("--repeat", "2", "--jobs", "2", "--http-port", "27980", "--udp-port", "27981",
-                 artifacts=tmp_path / "a", env=env)
-    assert run.code == 0, run.stdout + run.stderr
-    assert "no network namespace for the runs here (unshare --user --map-root-user --net: " in run.stderr
-    assert "they share 127.0.0.1 and go one at a time, not 2 at once" in run.stderr
-    assert summary(run.artifacts)["isolation"].startswith("none (")
-    # The runs held the host-wide lock of their ports, which a run started by hand would wait for.
-    assert netns.lock_paths([("tcp", 27980)])[0].exists()
-    first, second = (result(run.artifacts, i) for i in (1, 2))
+    artifacts = tmp_path / "a"
+    ports = ["--http-port", "27980", "--udp-port", "27981"]
+    # Another run holds the ports for a while (this test, as a run started by hand would).
+    with netns.port_lock([("tcp", 27980), ("udp", 27981)], lambda _: None):
+        proc = subprocess.Popen(argv("--repeat", "2", "--jobs", "2", *ports, artifacts=artifacts), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        time.sleep(4)
+    out, err = proc.communicate(timeout=300)
+    assert qemu_pids(str(artifacts)) == []
+    assert proc.returncode == 0, out + err
+    assert "no network namespace for the runs here (unshare --user --map-root-user --net: " in err
+    assert "they share 127.0.0.1 and go one at a time, not 2 at once" in err
+    assert f"run-001 waits for another selftest run (pid {os.getpid()}), which holds the ports 27980/27981" in err
+    assert "waiting for another selftest run" in (artifacts / "run-001" / "harness.log").read_text()
+    assert summary(artifacts)["isolation"].startswith("none (")
+    first, second = (result(artifacts, i) for i in (1, 2))
     assert first["verdict"] == second["verdict"] == "PASS"
