@@ -123,10 +123,13 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     except (OSError, ValueError):
         cache = {}
     entry = cache.get(key)
-    if not isinstance(entry, dict) or not all(d in entry.get("properties", {}) or d in entry.get("absent", [])
-                                              for d in drivers):
-        known = entry.get("properties", {}) if isinstance(entry, dict) else {}
-        absent = set(entry.get("absent", [])) if isinstance(entry, dict) else set()
+    # An entry another version of the harness wrote (the cache is per user) may have another shape.
+    if not (isinstance(entry, dict) and isinstance(entry.get("properties"), dict)
+            and isinstance(entry.get("absent"), list) and isinstance(entry.get("has_action"), bool)):
+        entry = {}
+    if not entry or not all(d in entry["properties"] or d in entry["absent"] for d in drivers):
+        known = dict(entry.get("properties", {}))
+        absent = set(entry.get("absent", []))
         # One `-device NAME,help` per device, not `-device help`: listing every device loads every
         # module, and a QEMU unpacked beside another one aborts on a module of the other build.
         for driver in sorted(set(drivers) - set(known) - absent):

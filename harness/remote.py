@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from harness import __version__, interrupt
+from harness import __version__, interrupt, netns
 from harness.errors import (
     HarnessError,
     RemoteError,
@@ -67,6 +67,10 @@ class RemoteOptions:
     accept_new_host_key: bool = False
     remote_python: str = "python3"
     connect_timeout: float = 15.0
+    # remote-selftest --repeat N: the runs spread over the hosts' slots (harness/fleet.py).
+    slots: Tuple[int, ...] = ()  # per host, in the order of hosts (default 1 each)
+    repeat: int = 1
+    until_fail: bool = False
 
 
 @dataclass(frozen=True)
@@ -535,43 +539,83 @@ def unpack_tar(stream: IO[bytes], folder: Path) -> List[str]:
     return written
 
 
+def prepare_host(conn: Any, host: str, opts: RemoteOptions, err: IO[str]) -> Tuple[str, str, str]:
+    """Once per host: check it, install the harness, put the disk there; (home, harness folder, disk)."""
+    home = check_host(conn, host, opts)
+    site = install_harness(conn, home, host, opts)
+    if opts.remote_disk:
+        disk = opts.remote_disk
+        if _run(conn, f"test -f {shlex.quote(disk)} && test -r {shlex.quote(disk)}").exited != 0:
+            raise UsageError(f"{host}: --remote-disk {disk} is not a readable file on the host")
+    else:
+        assert opts.disk is not None
+        disk = upload_disk(conn, home, host, opts.disk, err)
+    # Stale runs (their session died before cleanup) are pruned after a day.
+    _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
+         "-exec rm -rf {} + 2>/dev/null; true")
+    return home, site, disk
+
+
+def run_selftest_on(
+    conn: Any, opts: RemoteOptions, prepared: Tuple[str, str, str], local: Path, out: IO[str], err: IO[str],
+    active: ActiveRuns, extra: Sequence[str] = (), wrapper: Sequence[str] = (),
+) -> int:
+    """One ``python -m harness selftest`` on a prepared host, its output streamed; its exit code.
+
+    Its artifacts are fetched into ``local`` and its scratch folder removed.
+    ``extra`` goes after the selftest options, ``wrapper`` before the command
+    (a network namespace: harness/netns.py).
+    """
+    home, site, disk = prepared
+    run_dir = f"{home}/{REMOTE_HOME}/runs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    remote_artifacts = f"{run_dir}/artifacts"
+    argv = [
+        *wrapper, opts.remote_python, "-m", "harness", "selftest", "--disk", disk, "--artifacts", remote_artifacts,
+        "--exit-on-stdin-eof", "--session-deadline", f"{opts.timeout + SESSION_MARGIN:g}",
+        "--qemu-system", opts.qemu_system, *opts.selftest_args, *extra,
+    ]
+    command = (
+        f"mkdir -p {shlex.quote(run_dir)} && cd {shlex.quote(run_dir)} && "
+        f"PYTHONPATH={shlex.quote(site)} exec {' '.join(shlex.quote(a) for a in argv)}"
+    )
+    try:
+        runner = conn.config.runners.remote(context=conn, inline_env=conn.inline_ssh_env)
+        active.add(runner, conn)
+        result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
+                            in_stream=False)
+        code = int(result.exited)
+        if code == -1 and not conn.is_connected:  # no exit status: the session ended with the connection
+            raise SSHUnreachableError(f"{conn.host}: the connection was lost before the run ended",
+                                      hint="the run on the host stops itself when its session goes away")
+        fetch_artifacts(conn, conn.host, remote_artifacts, local)
+    finally:
+        try:
+            _run(conn, f"rm -rf {shlex.quote(run_dir)}")
+        except Exception as exc:  # best effort (stale runs are pruned); a lost connection's first error says more
+            log.debug("%s: removing %s: %s", conn.host, run_dir, exc)
+    return code
+
+
+def probe_isolation(conn: Any) -> Tuple[Optional[netns.Isolation], str]:
+    """How runs on this host can each have a network namespace of their own (harness/netns.py)."""
+
+    def problem(argv: Sequence[str]) -> Optional[str]:
+        result = _run(conn, " ".join(shlex.quote(a) for a in argv))
+        if result.exited == 0:
+            return None
+        lines = (result.stderr or "").strip().splitlines()
+        return lines[-1] if lines else f"exit code {result.exited}"
+
+    return netns.choose(problem)
+
+
 def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], active: ActiveRuns) -> HostOutcome:
     started = time.monotonic()
     local = opts.artifacts / host
     conn = open_connection(host, opts)
     with conn:
-        home = check_host(conn, host, opts)
-        site = install_harness(conn, home, host, opts)
-        if opts.remote_disk:
-            disk = opts.remote_disk
-            if _run(conn, f"test -f {shlex.quote(disk)} && test -r {shlex.quote(disk)}").exited != 0:
-                raise UsageError(f"{host}: --remote-disk {disk} is not a readable file on the host")
-        else:
-            assert opts.disk is not None
-            disk = upload_disk(conn, home, host, opts.disk, err)
-        run_dir = f"{home}/{REMOTE_HOME}/runs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        remote_artifacts = f"{run_dir}/artifacts"
-        argv = [
-            opts.remote_python, "-m", "harness", "selftest", "--disk", disk, "--artifacts", remote_artifacts,
-            "--exit-on-stdin-eof", "--session-deadline", f"{opts.timeout + SESSION_MARGIN:g}",
-            "--qemu-system", opts.qemu_system, *opts.selftest_args,
-        ]
-        command = (
-            f"mkdir -p {shlex.quote(run_dir)} && cd {shlex.quote(run_dir)} && "
-            f"PYTHONPATH={shlex.quote(site)} exec {' '.join(shlex.quote(a) for a in argv)}"
-        )
-        # Stale runs (their session died before cleanup) are pruned after a day.
-        _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
-             "-exec rm -rf {} + 2>/dev/null; true")
-        try:
-            runner = conn.config.runners.remote(context=conn, inline_env=conn.inline_ssh_env)
-            active.add(runner, conn)
-            result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
-                                in_stream=False)
-            code = int(result.exited)
-            fetch_artifacts(conn, host, remote_artifacts, local)
-        finally:
-            _run(conn, f"rm -rf {shlex.quote(run_dir)}")
+        prepared = prepare_host(conn, host, opts, err)
+        code = run_selftest_on(conn, opts, prepared, local, out, err, active)
     verdict = "?"
     try:
         verdict = json.loads((local / "result.json").read_text()).get("token", "?")

@@ -231,3 +231,9 @@ def test_extended_input_events_require_the_sub_tests(tmp_path, tiny_disk):
     events = [e for c in ran.commands("input-send-event") for e in c["arguments"]["events"]]
     assert {"type": "rel", "data": {"axis": "wheel", "value": 1}} in events
     assert {"type": "key", "data": {"down": True, "key": {"type": "qcode", "data": "f1"}}} in events
+
+
+def test_a_qmp_socket_bound_but_not_yet_listening_is_waited_for(tmp_path, tiny_disk):
+    # QEMU binds its socket a moment before it listens: a connection then is refused, not a hung QEMU.
+    ran = run(tmp_path, tiny_disk, serial=guest(), listen_delay=0.5)
+    assert ran.code == 0, ran.out + ran.err

@@ -64,3 +64,11 @@ def test_install_media_boot_first_and_reboots_are_allowed():
     assert value_after(argv, "-device", "virtio-blk-pci").startswith("virtio-blk-pci,drive=drive0,bootindex=1,")
     assert "file=/isos/win 7,,sp1.iso,if=none,id=cd0,media=cdrom,readonly=on" in argv
     assert "ide-cd,drive=cd0,bootindex=0" in argv and "ide-cd,drive=cd1" in argv
+
+
+def test_a_run_of_a_repeat_offers_its_number_through_fw_cfg():
+    from harness.config import SelftestConfig
+    from harness.runner import fw_cfg_hints
+
+    assert [k for k, _ in fw_cfg_hints(SelftestConfig())] == ["opt/aero/http_url", "opt/aero/udp_port"]
+    assert ("opt/aero/run_index", "7") in fw_cfg_hints(SelftestConfig(run_index=7))

@@ -97,3 +97,18 @@ def test_unpack_tar_of_a_broken_stream_is_a_tar_error(tmp_path):
     data = tar_of((entry("./serial.log"), b"x" * 4096)).getvalue()
     with pytest.raises(tarfile.TarError):
         unpack_tar(io.BytesIO(data[:1000]), tmp_path)
+
+
+def test_hosts_with_slots_and_a_repeat_reach_the_remote_options(tmp_path):
+    from harness.cli import RUNTIME, remote_options
+    from harness.console import Console
+    from harness.options import resolve
+
+    disk = tmp_path / "win7.qcow2"
+    disk.write_bytes(b"QFI\xfb" + bytes(508))
+    values = resolve("remote-selftest", {"host": ["kvm01:4", "kvm02"], "disk": disk, "repeat": 40,
+                                         "until_fail": True})
+    opts = remote_options(values, Console(), RUNTIME)
+    assert (opts.hosts, opts.slots, opts.repeat, opts.until_fail) == (("kvm01", "kvm02"), (4, 1), 40, True)
+    # The runs on the hosts get neither: each is one run.
+    assert "--repeat" not in opts.selftest_args and "--until-fail" not in opts.selftest_args
