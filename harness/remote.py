@@ -15,6 +15,7 @@ Files travel over plain exec channels of the same connection (``cat``,
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import hashlib
 import json
 import logging
@@ -169,8 +170,23 @@ def _source_digest() -> str:
     return h.hexdigest()[:16]
 
 
+_WHEELS_LOCK = threading.Lock()
+
+
 def build_wheels() -> Tuple[str, List[Path]]:
-    """The harness and qemu.qmp as wheels, built once per harness source digest."""
+    """The harness and qemu.qmp as wheels, built once per harness source digest.
+
+    Hosts are prepared in parallel: one build at a time (a thread lock, and a file lock
+    for other harness processes), since pip builds in the source tree.
+    """
+    with _WHEELS_LOCK:
+        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+        with open(WHEEL_CACHE / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _build_wheels()
+
+
+def _build_wheels() -> Tuple[str, List[Path]]:
     digest = _source_digest()
     folder = WHEEL_CACHE / digest
     done = folder / ".complete"
