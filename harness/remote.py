@@ -603,7 +603,7 @@ def run_selftest_on(
         if code == -1 and not conn.is_connected:  # no exit status: the session ended with the connection
             raise SSHUnreachableError(f"{conn.host}: the connection was lost before the run ended",
                                       hint="the run on the host stops itself when its session goes away")
-        fetch_artifacts(conn, conn.host, remote_artifacts, local)
+        fetch_artifacts(conn, getattr(conn, "original_host", conn.host), remote_artifacts, local)
     finally:
         try:
             _run(conn, f"rm -rf {shlex.quote(run_dir)}")
