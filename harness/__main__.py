@@ -1,16 +1,20 @@
 """``python -m harness``: take Ctrl-C and SIGTERM first, then load the rest."""
 
-import sys
+import signal
 
-from harness import interrupt
+# A stand-in handler before any import: a signal that arrives while Python loads the harness
+# is recorded here and answered like any other (exit 130), not with a traceback from an import.
+early: list[int] = []
+for _signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signum, lambda signum, frame: early.append(signum))
 
-# Installed before the heavier imports, so a signal that arrives while Python loads the
-# harness is answered like any other (exit 130), not with a traceback from an import.
-interrupt.install()
+from harness import interrupt  # noqa: E402
+
+interrupt.install(early)
 try:
     with interrupt.held():
         from harness.cli import run_main
 except KeyboardInterrupt:
-    sys.exit(130)
+    raise SystemExit(130) from None
 
 run_main()

@@ -179,11 +179,15 @@ def disk_or_default(disk: Optional[Path], front: Front, console: Console) -> Pat
 
 
 def cmd_selftest(args: argparse.Namespace, console: Console, front: Front) -> int:
+    from harness.repeat import run_repeat
     from harness.runner import run_selftest
 
     _guard_session(args)
     cfg = config_from_args(args)
     cfg.validate()  # every other mistake first: building the test guest takes a while
+    if cfg.repeat > 1:
+        cfg = dataclasses.replace(cfg, disk=disk_or_default(cfg.disk, front, console))
+        return run_repeat(cfg, options.repeat_argv(args), console)
     if not cfg.dry_run or front.default_disk is not None:
         cfg = dataclasses.replace(cfg, disk=disk_or_default(cfg.disk, front, console))
     return int(run_selftest(cfg, console).exit_code)
@@ -191,6 +195,7 @@ def cmd_selftest(args: argparse.Namespace, console: Console, front: Front) -> in
 
 def remote_options(args: argparse.Namespace, console: Console, front: Front) -> RemoteOptions:
     from harness.remote import RemoteOptions
+    from harness.schedule import parse_hosts
 
     if not args.snapshot:
         raise UsageError("--no-snapshot is not allowed with remote-selftest: the remote base image is never written")
@@ -202,8 +207,10 @@ def remote_options(args: argparse.Namespace, console: Console, front: Front) -> 
     if disk is not None:
         check_disk(disk)
     config_from_args(args, "remote-selftest").validate()
+    hosts, slots = parse_hosts(args.host)
     opts: RemoteOptions = options.build(
         RemoteOptions, "remote-selftest", args,
+        hosts=hosts, slots=slots,
         selftest_args=tuple(passthrough_args(args)),
         disk=disk,
         artifacts=args.artifacts or Path("artifacts") / time.strftime("remote-%Y%m%d-%H%M%S"),
@@ -216,6 +223,10 @@ def cmd_remote_selftest(args: argparse.Namespace, console: Console, front: Front
     from harness.remote import run_remote, summary_table
 
     opts = remote_options(args, console, front)
+    if opts.repeat > 1:
+        from harness.fleet import run_fleet
+
+        return run_fleet(opts, console)
     outcomes = run_remote(opts, console.out, console.err)
     if len(outcomes) > 1:
         console.info("")
@@ -229,6 +240,7 @@ def guarded(body: Callable[[], int], console: Console) -> int:
     try:
         return body()
     except KeyboardInterrupt as exc:
+        interrupt.consume()
         console.info(classify(exc)[2])
         return int(ExitCode.INTERRUPTED)
     except HarnessError as exc:
@@ -248,6 +260,7 @@ def main(argv: Optional[Sequence[str]] = None, front: Optional[Front] = None) ->
         with interrupt.held():
             args = build_parser(front).parse_args(argv)
     except KeyboardInterrupt:
+        interrupt.consume()
         return int(ExitCode.INTERRUPTED)
     return run_command(args.command, given_values(args), verbose=args.verbose, front=front)
 
@@ -261,14 +274,19 @@ def run_command(
     ``given`` holds the options given, as typed values; ``options.resolve`` adds
     the settings and the defaults.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not verbose:
-        # qemu.qmp reports a QEMU that went away as ERROR; the run reports it better.
-        logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     interrupt.install()  # again for the Invoke front, which does not come through main()
-    console = Console()
+    try:
+        with interrupt.held():  # a signal here is answered below, not with a traceback from logging's setup
+            logging.basicConfig(
+                level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+            )
+            if not verbose:
+                # qemu.qmp reports a QEMU that went away as ERROR; the run reports it better.
+                logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+            console = Console()
+    except KeyboardInterrupt:
+        interrupt.consume()
+        return int(ExitCode.INTERRUPTED)
     use = front or RUNTIME
     body = use.commands[command]
     return guarded(lambda: body(options.resolve(command, given, settings), console, use), console)

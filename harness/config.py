@@ -18,6 +18,7 @@ from harness.options import ACCELS as ACCELS  # their home was here: kept import
 from harness.options import DEFAULT_HTTP_PATH as DEFAULT_HTTP_PATH
 from harness.verdict import Requirement, profile_requirements
 
+MAX_RUNS = 100000  # of a --repeat
 # The guest reaches the host's services at this address (QEMU user networking).
 GUEST_HOST = "10.0.2.2"
 
@@ -84,6 +85,13 @@ class SelftestConfig:
     with_snd_buffer_limits: bool = _default("with_snd_buffer_limits")
     virtio_snd_wav_peak_threshold: int = _default("virtio_snd_wav_peak_threshold")
     virtio_snd_wav_rms_threshold: int = _default("virtio_snd_wav_rms_threshold")
+    # Many runs (harness/repeat.py): how many, how many at once (None: as the machine allows), stop at a failure.
+    repeat: int = _default("repeat")
+    jobs: Optional[int] = _default("jobs")
+    until_fail: bool = _default("until_fail")
+    # Set by --repeat for each of its runs.
+    private_network: bool = _default("private_network")
+    run_index: Optional[int] = _default("run_index")
 
     @property
     def profile(self) -> str:
@@ -137,9 +145,21 @@ class SelftestConfig:
                 raise UsageError(f"--require-test {name!r} is not a test name such as virtio-net")
         if self.disk is not None:
             check_disk(self.disk)
+        self._validate_repeat()
         if self.artifacts.exists() and not self.artifacts.is_dir():
             raise UsageError(f"--artifacts {self.artifacts} exists and is not a folder")
         self._validate_devices()
+
+    def _validate_repeat(self) -> None:
+        if not 1 <= self.repeat <= MAX_RUNS:
+            raise UsageError(f"--repeat must be from 1 to {MAX_RUNS}, not {self.repeat}")
+        if self.jobs is not None and self.jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, not {self.jobs}")
+        if self.repeat > 1 and self.dry_run:
+            raise UsageError("--dry-run shows the command of one run: give it without --repeat")
+        if self.repeat > 1 and not self.snapshot and self.jobs != 1:
+            raise UsageError("--no-snapshot with runs at once: they would all write the one image",
+                             hint="add --jobs 1, or keep the default --snapshot")
 
     def _validate_devices(self) -> None:
         if self.virtio_transitional:

@@ -41,14 +41,17 @@ class Console:
         self.out.flush()
 
     def status(self, elapsed: float, timeout: float, last: str) -> None:
-        """The live status line; only on a terminal, at most a few times a second."""
+        """The live status line of a run."""
+        self.live_line(f"[{elapsed:6.1f}s / {timeout:g}s] {printable(last)}")
+
+    def live_line(self, line: str) -> None:
+        """A line the next message replaces; only on a terminal, at most a few times a second."""
         if not self.live:
             return
         now = time.monotonic()
         if now - self._last_status < self.STATUS_EVERY:
             return
         self._last_status = now
-        line = f"[{elapsed:6.1f}s / {timeout:g}s] {printable(last)}"
         self.err.write("\r\x1b[K" + line[:120])
         self.err.flush()
         self._status_shown = True

@@ -114,6 +114,7 @@ class Install:
             if verdict.passed:
                 os.replace(partial, cfg.out)
         except KeyboardInterrupt as exc:
+            interrupt.consume()
             verdict = failure_verdict(exc)
         finally:
             if partial.exists():

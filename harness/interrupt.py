@@ -2,15 +2,19 @@
 
 A signal that Python turns into an exception at an arbitrary instant lands
 wherever the main thread happens to be: inside qemu.qmp's event loop, between
-``fork`` and the line that records QEMU's pid, in the middle of stopping QEMU.
-Each of those loses the signal or leaves a QEMU behind. So the handler only
-records the signal and wakes the main thread (through a pipe that ``sleep``,
-``wait_readable`` and the follow loop wait on); the run then raises
-``Interrupted`` at its own checkpoints, where every resource it holds is owned
-by a context manager.
+``fork`` and the line that records QEMU's pid, in the middle of stopping QEMU,
+or in a ``__del__`` that swallows it. Each of those loses the signal or leaves
+a QEMU behind. So the handler only records the signal and wakes the main
+thread (through a pipe that ``sleep``, ``wait_readable`` and the follow loop
+wait on); a run raises ``Interrupted`` at its own checkpoints, where every
+resource it holds is owned by a context manager, and again at every later
+checkpoint until the code that ends the run ``consume``s it.
 
 Commands that do not follow a run (remote-selftest, builds) keep Python's
-usual behaviour: outside ``held()``, the handler raises at once, once.
+usual behaviour: outside ``held()``, the handler raises at once.
+
+Kept cheap to import (no typing at run time): ``python -m harness`` installs
+it before anything else.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ import select
 import signal
 import threading
 import time
-from types import FrameType
-from typing import Iterator, Optional, Sequence, Set
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Iterator, Optional, Sequence, Set
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,7 +48,7 @@ class Interrupted(KeyboardInterrupt):
 
 class _State:
     pending: Optional[int] = None  # the first signal received
-    raised = False  # Interrupted has been raised for it (never twice)
+    consumed = False  # the code that ends the run has taken it: raise no more
     depth = 0  # nesting of held()
     wake_r = -1
     wake_w = -1
@@ -57,8 +64,11 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         checkpoint()
 
 
-def install() -> None:
-    """Take SIGINT and SIGTERM (again is harmless); only the main thread can."""
+def install(early: Sequence[int] = ()) -> None:
+    """Take SIGINT and SIGTERM (again is harmless); only the main thread can.
+
+    ``early``: signals a stand-in handler recorded before this module was loaded.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     if _state.wake_r < 0:
@@ -70,12 +80,14 @@ def install() -> None:
     signal.set_wakeup_fd(_state.wake_w, warn_on_full_buffer=False)
     for signum in SIGNALS:
         signal.signal(signum, _handler)
+    if early and _state.pending is None:
+        _state.pending = early[0]
 
 
 def reset() -> None:
-    """Forget a recorded signal (tests, and a process that handles several runs)."""
+    """Forget a recorded signal, so that the next one raises again."""
     _state.pending = None
-    _state.raised = False
+    _state.consumed = False
     _drain()
 
 
@@ -84,10 +96,15 @@ def requested() -> Optional[int]:
     return _state.pending
 
 
+def consume() -> Optional[int]:
+    """The code that ends the run has answered the signal: later checkpoints let cleanup finish."""
+    _state.consumed = True
+    return _state.pending
+
+
 def checkpoint() -> None:
-    """Raise Interrupted if a signal has arrived and was not raised yet."""
-    if _state.pending is not None and not _state.raised:
-        _state.raised = True
+    """Raise Interrupted if a signal has arrived and nobody has answered it yet."""
+    if _state.pending is not None and not _state.consumed:
         raise Interrupted(_state.pending)
 
 
@@ -95,7 +112,7 @@ def checkpoint() -> None:
 def held() -> Iterator[None]:
     """A region where a signal is only recorded; it is raised at ``checkpoint``/``sleep``.
 
-    Leaving the outermost region normally raises a signal still pending.
+    Leaving the outermost region normally raises a signal still unanswered.
     """
     _state.depth += 1
     try:

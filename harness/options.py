@@ -253,15 +253,29 @@ OPTIONS: Tuple[Option, ...] = (
                "(remote-selftest: each host's in <artifacts>/<host>/)", forward=False,
                default_help="artifacts/selftest-<date>-<time>, or artifacts/remote-<date>-<time>"),
         *DEVICE_OPTIONS,
+        # Many runs (harness/repeat.py, harness/fleet.py); the runs themselves get none of these.
+        Option("repeat", int, 1, "run the selftest N times, each run in <artifacts>/run-NNN/, then a summary (table, "
+               "totals, junit.xml); remote-selftest spreads the runs over the hosts' slots", metavar="N",
+               forward=False),
+        Option("jobs", int, None, "with --repeat: runs at once, each in a network namespace of its own",
+               commands=("selftest",), metavar="J", forward=False,
+               default_help="as many as the cores (--smp each) and the free memory (--memory each) allow"),
+        Option("until_fail", bool, False, "with --repeat: start no new run after the first failure (the runs under "
+               "way finish)", forward=False),
         Option("exit_on_stdin_eof", bool, False, "end the run when stdin closes or reads ^C", commands=("selftest",),
                internal=True),
         Option("session_deadline", float, None, "end the run after this many seconds", commands=("selftest",),
                internal=True),
+        Option("private_network", bool, False, "the run is alone in a network namespace (--repeat starts it there): "
+               "bring lo up, take no host-wide port lock", commands=("selftest",), internal=True),
+        Option("run_index", int, None, "this run's number in a --repeat, offered to the guest through fw_cfg "
+               "(opt/aero/run_index)", commands=("selftest",), internal=True),
     ),
     *_group(
         "remote_selftest", ("remote-selftest",),
-        Option("host", str, (), "an SSH host (a name from ~/.ssh/config, or user@host:port); hosts run in "
-               "parallel", repeatable=True, required=True, metavar="HOST", field="hosts"),
+        Option("host", str, (), "an SSH host, HOST[:SLOTS]: a name from ~/.ssh/config or user@host (with a port: "
+               "user@host:PORT:SLOTS); SLOTS is how many runs of a --repeat it takes at once (default 1); hosts run "
+               "in parallel", repeatable=True, required=True, metavar="HOST", field="hosts"),
         Option("remote_disk", str, None, "a disk image already on the host (never written: runs use an overlay)"),
         Option("accept_new_host_key", bool, False, "accept and record the key of a host not yet in known_hosts "
                "(otherwise refused)"),
@@ -478,6 +492,26 @@ def forwarded_argv(values: argparse.Namespace) -> List[str]:
             value = getattr(values, o.name, None)
             if value is not None and _normal(o, value) != o.default:
                 out += o.to_argv(value)
+    return out
+
+
+# A --repeat's own options; the runs it starts get the others.
+REPEAT_OPTIONS = ("repeat", "jobs", "until_fail")
+
+
+def repeat_argv(values: argparse.Namespace) -> List[str]:
+    """The selftest options of a ``--repeat``, as arguments for each of its runs (``python -m harness selftest``).
+
+    Only values that differ from the default; not the repeat's own options, nor
+    --disk, --artifacts and --http-log, which each run gets its own of.
+    """
+    out: List[str] = []
+    for o in options_for("selftest"):
+        if o.internal or o.name in (*REPEAT_OPTIONS, "disk", "artifacts", "http_log"):
+            continue
+        value = getattr(values, o.name, None)
+        if value is not None and _normal(o, value) != o.default:
+            out += o.to_argv(value)
     return out
 
 

@@ -23,7 +23,7 @@ from harness import hostcache, inotify, interrupt
 from harness.deadline import Deadline
 from harness.errors import HostError, QemuLaunchError, UsageError
 from harness.exitwatch import ExitWatch
-from harness.qmp import Qmp, QmpError
+from harness.qmp import Qmp, QmpError, QmpRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +97,8 @@ class QemuCaps:
 
     version: str
     has_action: bool  # -action panic=pause (QEMU 6.0+)
-    devices: FrozenSet[str]
+    devices: FrozenSet[str]  # of those asked about, the ones it has
     properties: Dict[str, FrozenSet[str]]
-
-    def require(self, drivers: Iterable[str], first_release: Dict[str, str]) -> None:
-        for driver in drivers:
-            if driver not in self.devices:
-                since = first_release.get(driver)
-                raise HostError(
-                    f"this QEMU ({self.version}) has no {driver} device, which the run needs",
-                    hint=f"{driver} arrived in QEMU {since}; name a newer one with --qemu-system" if since
-                    else "name a QEMU built with it with --qemu-system",
-                )
-
-
-def _device_names(help_text: str) -> FrozenSet[str]:
-    return frozenset(re.findall(r'^name "([^"]+)"', help_text, re.MULTILINE))
 
 
 def _property_names(help_text: str) -> FrozenSet[str]:
@@ -134,25 +120,35 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     key = hostcache.file_identity(qemu) + (f"|{version}" if version else "")
     cache = hostcache.load(CAPS_FILE)
     entry = cache.get(key)
-    if not isinstance(entry, dict) or "version" not in entry or not all(
-            d in entry.get("properties", {}) for d in drivers if d in entry.get("devices", [])):
+    # An entry another version of the harness wrote (the cache is per user) may have another shape.
+    if not (isinstance(entry, dict) and isinstance(entry.get("version"), str)
+            and isinstance(entry.get("properties"), dict)
+            and isinstance(entry.get("absent"), list) and isinstance(entry.get("has_action"), bool)):
+        entry = {}
+    if not entry or not all(d in entry["properties"] or d in entry["absent"] for d in drivers):
         version = version or qemu_version(qemu)  # also refuses a program that is no QEMU
-        devices = _device_names(_probe([qemu, "-device", "help"]))
-        known = entry.get("properties", {}) if isinstance(entry, dict) else {}
-        properties = {d: sorted(_property_names(_probe([qemu, "-device", f"{d},help"])))
-                      for d in sorted(set(drivers) & devices) if d not in known}
+        known = dict(entry.get("properties", {}))
+        absent = set(entry.get("absent", []))
+        # One `-device NAME,help` per device, not `-device help`: listing every device loads every
+        # module, and a QEMU unpacked beside another one aborts on a module of the other build.
+        for driver in sorted(set(drivers) - set(known) - absent):
+            props = _property_names(_probe([qemu, "-device", f"{driver},help"]))
+            if props:
+                known[driver] = sorted(props)
+            else:  # "Device 'NAME' not found" (QEMU exits 0 here)
+                absent.add(driver)
         entry = {
             "version": version,
             "has_action": supports_option(qemu, "-action"),
-            "devices": sorted(devices),
-            "properties": {**known, **properties},
+            "absent": sorted(absent),
+            "properties": known,
         }
         cache[key] = entry
         hostcache.save(CAPS_FILE, cache)
     return QemuCaps(
         version=str(entry["version"]),
         has_action=bool(entry["has_action"]),
-        devices=frozenset(entry["devices"]),
+        devices=frozenset(entry["properties"]),
         properties={k: frozenset(v) for k, v in entry["properties"].items()},
     )
 
@@ -296,7 +292,7 @@ class QemuProcess:
         self.qmp = qmp  # closed by stop(), also when connecting fails
         with interrupt.held():
             try:
-                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                self._connect(qmp, deadline)
             except QmpError as exc:
                 # A QEMU that fails at start may open its socket and exit a moment later.
                 if self._exited_within(1.0):
@@ -324,6 +320,17 @@ class QemuProcess:
         finally:
             if created is not None:
                 created.close()
+
+    def _connect(self, qmp: Qmp, deadline: Deadline) -> None:
+        """QEMU creates the socket file (bind) a moment before it listens: a refused connect is retried."""
+        while True:
+            try:
+                qmp.connect(timeout=max(deadline.remaining, 1.0))
+                return
+            except QmpRefusedError:
+                if deadline.expired or self.proc is None or self.proc.poll() is not None:
+                    raise
+                interrupt.sleep(0.002)
 
     def _launch_failure(self) -> QemuLaunchError:
         code = self.proc.returncode if self.proc else None
@@ -413,8 +420,8 @@ class QemuProcess:
         proc = self.proc
         try:
             if proc is not None and proc.poll() is None:
-                self.command("quit")
-                if not self._exited_within(quit_wait):
+                # Without a QMP answer to quit (QMP never came up, or is gone) there is nothing to wait for.
+                if self.command("quit") is None or not self._exited_within(quit_wait):
                     log.debug("QEMU ignored quit; sending SIGTERM")
                     proc.terminate()
                     if not self._exited_within(term_wait):

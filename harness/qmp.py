@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from qemu.qmp import ConnectError, ExecuteError, QMPClient
+from qemu.qmp import ExecuteError, QMPClient
 
 log = logging.getLogger(__name__)
 
 
 class QmpError(Exception):
     """QMP is unusable: not connected in time, the connection dropped, a reply did not come."""
+
+
+class QmpRefusedError(QmpError):
+    """Nothing listens on the socket (yet): QEMU binds its socket a moment before it listens."""
 
 
 class QmpCommandError(QmpError):
@@ -51,25 +54,25 @@ class Qmp:
         return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     def connect(self, timeout: float) -> None:
-        """Connect and negotiate capabilities within ``timeout`` seconds.
-
-        A socket that refuses is tried again: QEMU makes the socket file a moment before it listens on it.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._run(self._client.connect(self.socket_path), max(deadline - time.monotonic(), 0.001))
-                break
-            except asyncio.TimeoutError as exc:
-                raise QmpError(f"QEMU's QMP socket did not greet within {timeout:g} s") from exc
-            except ConnectError as exc:
-                if isinstance(exc.exc, ConnectionRefusedError) and time.monotonic() < deadline:
-                    time.sleep(0.002)
-                    continue
-                raise QmpError(f"cannot connect to QMP: {exc}") from exc
-            except Exception as exc:  # OSError and the like
-                raise QmpError(f"cannot connect to QMP: {exc}") from exc
+        """Connect and negotiate capabilities within ``timeout`` seconds."""
+        try:
+            self._run(self._client.connect(self.socket_path), timeout)
+        except asyncio.TimeoutError as exc:
+            raise QmpError(f"QEMU's QMP socket did not greet within {timeout:g} s") from exc
+        except Exception as exc:  # ConnectError, OSError and the like
+            refused = isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError) \
+                or isinstance(getattr(exc, "exc", None), ConnectionRefusedError)
+            self._reset()
+            raise (QmpRefusedError if refused else QmpError)(f"cannot connect to QMP: {exc}") from exc
         self._connected = True
+
+    def _reset(self) -> None:
+        """A fresh client after a failed connect (the library's client is not reused after an error)."""
+        try:
+            self._run(self._client.disconnect(), 1.0)
+        except (Exception, asyncio.CancelledError) as exc:
+            log.debug("resetting the QMP client: %r", exc)
+        self._client = self._loop.run_until_complete(self._new_client())
 
     def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
         """Run one command; its return value. Raises QmpCommandError or QmpError."""

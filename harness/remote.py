@@ -8,27 +8,32 @@ with its output streamed live, fetch the artifacts into
 ``<artifacts>/<host>/`` and remove the remote scratch. The remote harness
 ends itself when the SSH session goes away (its stdin closes) and at its own
 deadline, so a Ctrl-C or a dropped connection never leaves QEMU running.
+Files travel over plain exec channels of the same connection (``cat``,
+``stat``, ``tar``), never sftp, which a minimal sshd does not offer.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from harness import __version__, interrupt
+from harness import __version__, interrupt, netns
 from harness.errors import (
     HarnessError,
     RemoteError,
@@ -63,6 +68,10 @@ class RemoteOptions:
     accept_new_host_key: bool = False
     remote_python: str = "python3"
     connect_timeout: float = 15.0
+    # remote-selftest --repeat N: the runs spread over the hosts' slots (harness/fleet.py).
+    slots: Tuple[int, ...] = ()  # per host, in the order of hosts (default 1 each)
+    repeat: int = 1
+    until_fail: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,8 +170,23 @@ def _source_digest() -> str:
     return h.hexdigest()[:16]
 
 
+_WHEELS_LOCK = threading.Lock()
+
+
 def build_wheels() -> Tuple[str, List[Path]]:
-    """The harness and qemu.qmp as wheels, built once per harness source digest."""
+    """The harness and qemu.qmp as wheels, built once per harness source digest.
+
+    Hosts are prepared in parallel: one build at a time (a thread lock, and a file lock
+    for other harness processes), since pip builds in the source tree.
+    """
+    with _WHEELS_LOCK:
+        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+        with open(WHEEL_CACHE / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _build_wheels()
+
+
+def _build_wheels() -> Tuple[str, List[Path]]:
     digest = _source_digest()
     folder = WHEEL_CACHE / digest
     done = folder / ".complete"
@@ -341,9 +365,8 @@ def install_harness(conn: Any, home: str, host: str, opts: RemoteOptions) -> str
         return site
     staging = f"{site}.partial-{uuid.uuid4().hex[:8]}"
     _check(_run(conn, f"mkdir -p {shlex.quote(staging)}"), host, "create the harness folder")
-    sftp = conn.sftp()
     for wheel in wheels:
-        sftp.put(str(wheel), f"{staging}/{wheel.name}")
+        put_file(conn, host, wheel, f"{staging}/{wheel.name}")
     unpack = (
         "import glob, sys, zipfile\n"
         "for w in glob.glob(sys.argv[1] + '/*.whl'):\n"
@@ -369,33 +392,237 @@ def upload_disk(conn: Any, home: str, host: str, disk: Path, out: IO[str]) -> st
     size = disk.stat().st_size
     folder = f"{home}/{REMOTE_HOME}/disks"
     target = f"{folder}/{digest}{''.join(disk.suffixes[-1:]) or '.img'}"
-    sftp = conn.sftp()
-    try:
-        if sftp.stat(target).st_size == size:
-            out.write(f"{host}: {disk.name} is already on the host (sha256 {digest[:12]}...), not uploading\n")
-            return target
-    except OSError:
-        pass
+    if remote_size(conn, target) == size:
+        out.write(f"{host}: {disk.name} is already on the host (sha256 {digest[:12]}...), not uploading\n")
+        return target
     _check(_run(conn, f"mkdir -p {shlex.quote(folder)}"), host, "create the disk folder")
-    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        sftp.put(str(disk), partial, callback=Progress(f"{host}: uploading {disk.name}", out, size))
-        sftp.posix_rename(partial, target)
-    except (OSError, EOFError) as exc:
-        _run(conn, f"rm -f {shlex.quote(partial)}")
-        raise RemoteError(f"{host}: uploading {disk} failed: {exc}") from exc
+    put_file(conn, host, disk, target, Progress(f"{host}: uploading {disk.name}", out, size))
     return target
 
 
-def fetch_artifacts(conn: Any, remote_dir: str, local_dir: Path) -> None:
-    sftp = conn.sftp()
+def fetch_artifacts(conn: Any, host: str, remote_dir: str, local_dir: Path) -> None:
+    """The remote artifacts folder's files into ``local_dir`` (nothing when the folder is not there)."""
     local_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        names = sftp.listdir(remote_dir)
-    except OSError:
+    if _run(conn, f"test -d {shlex.quote(remote_dir)}").exited != 0:
         return
-    for name in names:
-        sftp.get(f"{remote_dir}/{name}", str(local_dir / name))
+    what = f"fetch the artifacts from {remote_dir}"
+    channel = _exec(conn, host, f"tar -cf - -C {shlex.quote(remote_dir)} .", what)
+    try:
+        channel.shutdown_write()  # tar reads nothing from us
+        stream = channel.makefile("rb")
+        unpack_tar(stream, local_dir)
+        while stream.read(TRANSFER_CHUNK):  # tar's padding after the archive's end
+            pass
+    except _channel_errors() + (tarfile.TarError,) as exc:
+        raise _broken(channel, host, what, exc) from exc
+    else:
+        _finish(channel, host, what)
+    finally:
+        channel.close()
+
+
+# --- transfers over plain exec channels ---------------------------------------
+# No sftp: sshd has no sftp subsystem unless its config names one (a minimal
+# sshd_config does not), while every host has sh, cat, mv, stat and tar.
+
+TRANSFER_CHUNK = 256 * 1024
+TRANSFER_STALL = 120.0  # seconds without progress before a transfer is given up
+OnProgress = Callable[[int, int], None]  # (bytes done, bytes in all), as Progress takes them
+
+
+def _channel_errors() -> Tuple[Type[BaseException], ...]:
+    """What a failing SSH channel raises (paramiko is imported only when remote-selftest runs)."""
+    import paramiko
+
+    return (OSError, EOFError, paramiko.SSHException)
+
+
+def _exec(conn: Any, host: str, command: str, what: str) -> Any:
+    """A paramiko channel running ``command`` on the connection's transport."""
+    transport = conn.client.get_transport()
+    if transport is None or not transport.is_active():
+        raise RemoteError(f"{host}: cannot {what}: the connection is closed")
+    try:
+        channel = transport.open_session(timeout=TRANSFER_STALL)
+        channel.settimeout(TRANSFER_STALL)
+        channel.exec_command(command)
+    except _channel_errors() as exc:
+        raise RemoteError(f"{host}: cannot {what}: {exc}") from exc
+    return channel
+
+
+def _stderr_tail(channel: Any) -> str:
+    """What the remote command has written to stderr so far, as ``: <its last lines>``."""
+    data = b""
+    try:
+        while channel.recv_stderr_ready():
+            data += channel.recv_stderr(65536)
+    except _channel_errors():
+        pass
+    text = data.decode("utf-8", errors="replace").strip()
+    return f": {text[-500:]}" if text else ""
+
+
+def _broken(channel: Any, host: str, what: str, exc: BaseException) -> RemoteError:
+    """The error for a transfer that broke off: the host's own reason when its command failed, else ``exc``."""
+    channel.status_event.wait(2.0)  # a command that stopped by itself has said why by now
+    code = channel.exit_status if channel.exit_status_ready() else None
+    said = _stderr_tail(channel)
+    if code is not None and code > 0:
+        return RemoteError(f"{host}: cannot {what}: exit code {code}{said}")
+    return RemoteError(f"{host}: cannot {what}: {str(exc) or type(exc).__name__}{said}")
+
+
+def _finish(channel: Any, host: str, what: str) -> None:
+    """Wait (bounded) for the remote command's exit; a RemoteError unless it is 0."""
+    if not channel.status_event.wait(TRANSFER_STALL):
+        raise RemoteError(f"{host}: cannot {what}: the host did not finish within {TRANSFER_STALL:g} s")
+    code = channel.recv_exit_status()
+    if code != 0:
+        said = _stderr_tail(channel) or (": the connection closed" if code == -1 else "")
+        raise RemoteError(f"{host}: cannot {what}: exit code {code}{said}")
+
+
+def remote_size(conn: Any, path: str) -> Optional[int]:
+    """The size of a file on the host; None when there is none."""
+    result = _run(conn, f"stat -c %s {shlex.quote(path)}")
+    text = result.stdout.strip()
+    return int(text) if result.exited == 0 and text.isdigit() else None
+
+
+def send_file(conn: Any, host: str, local: Path, command: str, progress: Optional[OnProgress] = None) -> None:
+    """Stream a local file into the stdin of ``command`` on the host, in chunks."""
+    what = f"upload {local.name}"
+    channel = _exec(conn, host, command, what)
+    try:
+        size = local.stat().st_size
+        done = 0
+        with open(local, "rb") as f:
+            for block in iter(lambda: f.read(TRANSFER_CHUNK), b""):
+                channel.sendall(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, size)
+        channel.shutdown_write()
+    except _channel_errors() as exc:
+        raise _broken(channel, host, what, exc) from exc
+    else:
+        _finish(channel, host, what)
+    finally:
+        channel.close()
+
+
+def put_file(conn: Any, host: str, local: Path, remote: str, progress: Optional[OnProgress] = None) -> None:
+    """Upload a file to ``remote``, which appears only complete: written beside it, size checked, renamed."""
+    partial = f"{remote}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        send_file(conn, host, local, f"cat > {shlex.quote(partial)}", progress)
+        size, got = local.stat().st_size, remote_size(conn, partial)
+        if got != size:
+            raise RemoteError(f"{host}: uploading {local.name}: the host has {got} bytes of {size}")
+        _check(_run(conn, f"mv -f {shlex.quote(partial)} {shlex.quote(remote)}"), host, f"move {partial} into place")
+    except BaseException:
+        try:
+            _run(conn, f"rm -f {shlex.quote(partial)}")
+        except Exception as exc:  # a cleanup error never hides the first one
+            log.debug("removing %s: %s", partial, exc)
+        raise
+
+
+def unpack_tar(stream: IO[bytes], folder: Path) -> List[str]:
+    """Unpack a tar stream into ``folder``; the paths written, relative to it.
+
+    Only regular files at relative paths inside ``folder``: whatever the host
+    sends, nothing is written elsewhere (no absolute paths, no ``..``, no links
+    or devices; those are skipped with a warning).
+    """
+    written = []
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            path = PurePosixPath(member.name)
+            if not member.isfile() or path.is_absolute() or ".." in path.parts or not path.parts:
+                log.warning("not fetched: %r is not a regular file inside the artifacts folder", member.name)
+                continue
+            target = folder.joinpath(*path.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None  # a regular file has contents
+            with open(target, "wb") as out:
+                shutil.copyfileobj(source, out, TRANSFER_CHUNK)
+            written.append(path.as_posix())
+    return written
+
+
+def prepare_host(conn: Any, host: str, opts: RemoteOptions, err: IO[str]) -> Tuple[str, str, str]:
+    """Once per host: check it, install the harness, put the disk there; (home, harness folder, disk)."""
+    home = check_host(conn, host, opts)
+    site = install_harness(conn, home, host, opts)
+    if opts.remote_disk:
+        disk = opts.remote_disk
+        if _run(conn, f"test -f {shlex.quote(disk)} && test -r {shlex.quote(disk)}").exited != 0:
+            raise UsageError(f"{host}: --remote-disk {disk} is not a readable file on the host")
+    else:
+        assert opts.disk is not None
+        disk = upload_disk(conn, home, host, opts.disk, err)
+    # Stale runs (their session died before cleanup) are pruned after a day.
+    _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
+         "-exec rm -rf {} + 2>/dev/null; true")
+    return home, site, disk
+
+
+def run_selftest_on(
+    conn: Any, opts: RemoteOptions, prepared: Tuple[str, str, str], local: Path, out: IO[str], err: IO[str],
+    active: ActiveRuns, extra: Sequence[str] = (), wrapper: Sequence[str] = (),
+) -> int:
+    """One ``python -m harness selftest`` on a prepared host, its output streamed; its exit code.
+
+    Its artifacts are fetched into ``local`` and its scratch folder removed.
+    ``extra`` goes after the selftest options, ``wrapper`` before the command
+    (a network namespace: harness/netns.py).
+    """
+    home, site, disk = prepared
+    run_dir = f"{home}/{REMOTE_HOME}/runs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    remote_artifacts = f"{run_dir}/artifacts"
+    argv = [
+        *wrapper, opts.remote_python, "-m", "harness", "selftest", "--disk", disk, "--artifacts", remote_artifacts,
+        "--exit-on-stdin-eof", "--session-deadline", f"{opts.timeout + SESSION_MARGIN:g}",
+        "--qemu-system", opts.qemu_system, *opts.selftest_args, *extra,
+    ]
+    command = (
+        f"mkdir -p {shlex.quote(run_dir)} && cd {shlex.quote(run_dir)} && "
+        f"PYTHONPATH={shlex.quote(site)} exec {' '.join(shlex.quote(a) for a in argv)}"
+    )
+    try:
+        runner = conn.config.runners.remote(context=conn, inline_env=conn.inline_ssh_env)
+        active.add(runner, conn)
+        result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
+                            in_stream=False)
+        code = int(result.exited)
+        if code == -1 and not conn.is_connected:  # no exit status: the session ended with the connection
+            raise SSHUnreachableError(f"{conn.host}: the connection was lost before the run ended",
+                                      hint="the run on the host stops itself when its session goes away")
+        fetch_artifacts(conn, getattr(conn, "original_host", conn.host), remote_artifacts, local)
+    finally:
+        try:
+            _run(conn, f"rm -rf {shlex.quote(run_dir)}")
+        except Exception as exc:  # best effort (stale runs are pruned); a lost connection's first error says more
+            log.debug("%s: removing %s: %s", conn.host, run_dir, exc)
+    return code
+
+
+def probe_isolation(conn: Any) -> Tuple[Optional[netns.Isolation], str]:
+    """How runs on this host can each have a network namespace of their own (harness/netns.py)."""
+
+    def problem(argv: Sequence[str]) -> Optional[str]:
+        result = _run(conn, " ".join(shlex.quote(a) for a in argv))
+        if result.exited == 0:
+            return None
+        lines = (result.stderr or "").strip().splitlines()
+        return lines[-1] if lines else f"exit code {result.exited}"
+
+    return netns.choose(problem)
 
 
 def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], active: ActiveRuns) -> HostOutcome:
@@ -403,38 +630,8 @@ def run_on_host(host: str, opts: RemoteOptions, out: IO[str], err: IO[str], acti
     local = opts.artifacts / host
     conn = open_connection(host, opts)
     with conn:
-        home = check_host(conn, host, opts)
-        site = install_harness(conn, home, host, opts)
-        if opts.remote_disk:
-            disk = opts.remote_disk
-            if _run(conn, f"test -f {shlex.quote(disk)} && test -r {shlex.quote(disk)}").exited != 0:
-                raise UsageError(f"{host}: --remote-disk {disk} is not a readable file on the host")
-        else:
-            assert opts.disk is not None
-            disk = upload_disk(conn, home, host, opts.disk, err)
-        run_dir = f"{home}/{REMOTE_HOME}/runs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        remote_artifacts = f"{run_dir}/artifacts"
-        argv = [
-            opts.remote_python, "-m", "harness", "selftest", "--disk", disk, "--artifacts", remote_artifacts,
-            "--exit-on-stdin-eof", "--session-deadline", f"{opts.timeout + SESSION_MARGIN:g}",
-            "--qemu-system", opts.qemu_system, *opts.selftest_args,
-        ]
-        command = (
-            f"mkdir -p {shlex.quote(run_dir)} && cd {shlex.quote(run_dir)} && "
-            f"PYTHONPATH={shlex.quote(site)} exec {' '.join(shlex.quote(a) for a in argv)}"
-        )
-        # Stale runs (their session died before cleanup) are pruned after a day.
-        _run(conn, f"find {shlex.quote(home + '/' + REMOTE_HOME + '/runs')} -mindepth 1 -maxdepth 1 -mtime +0 "
-             "-exec rm -rf {} + 2>/dev/null; true")
-        try:
-            runner = conn.config.runners.remote(context=conn, inline_env=conn.inline_ssh_env)
-            active.add(runner, conn)
-            result = runner.run(command, warn=True, hide=False, pty=False, out_stream=out, err_stream=err,
-                                in_stream=False)
-            code = int(result.exited)
-            fetch_artifacts(conn, remote_artifacts, local)
-        finally:
-            _run(conn, f"rm -rf {shlex.quote(run_dir)}")
+        prepared = prepare_host(conn, host, opts, err)
+        code = run_selftest_on(conn, opts, prepared, local, out, err, active)
     verdict = "?"
     try:
         verdict = json.loads((local / "result.json").read_text()).get("token", "?")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from harness import __version__, interrupt, irq, wav
+from harness import __version__, interrupt, irq, netns, wav
 from harness.accel import kvm_usable, settled, with_accel_fallback
 from harness.actions import Watchdog, ready_handlers
 from harness.artifacts import junit_xml, prepare_artifacts, result_document, write_json
@@ -62,10 +62,13 @@ class RunOutcome:
 def fw_cfg_hints(cfg: SelftestConfig) -> List[Tuple[str, str]]:
     """Host settings offered to guests that read fw_cfg (the test guest does;
     a Windows guest has its own baked in and ignores these)."""
-    return [
+    hints = [
         ("opt/aero/http_url", f"http://10.0.2.2:{cfg.http_port}{cfg.http_path}"),
         ("opt/aero/udp_port", str(cfg.udp_port)),
     ]
+    if cfg.run_index is not None:  # a run of a --repeat: the test guest's flaky scenario fails by it
+        hints.append(("opt/aero/run_index", str(cfg.run_index)))
+    return hints
 
 
 class Run:
@@ -101,6 +104,7 @@ class Run:
         try:
             verdict = self._run(artifacts)
         except KeyboardInterrupt as exc:
+            interrupt.consume()  # answered here: the cleanup and the artifacts below are not cut short
             verdict = failure_verdict(exc)  # the run is over: result.json and the verdict line say so
         except BaseException as exc:
             verdict = failure_verdict(exc)
@@ -146,6 +150,11 @@ class Run:
         with contextlib.ExitStack() as stack:
             # The QMP socket path must stay short (108 bytes), so scratch lives in the temp dir.
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-run-")))
+            if cfg.private_network:
+                netns.loopback_up()
+            else:  # runs that share 127.0.0.1 take turns, rather than collide on the ports
+                ports = [("tcp", cfg.http_port)] + ([] if cfg.disable_udp else [("udp", cfg.udp_port)])
+                stack.enter_context(netns.port_lock(ports, self.console.info))
             services = stack.enter_context(HostServices(
                 cfg.http_port, cfg.udp_port, cfg.http_path, udp=not cfg.disable_udp, http_log=cfg.http_log))
             stack.callback(lambda: self.qemu_info.update(http_requests=len(services.requests)))

@@ -36,7 +36,8 @@ class Requirement:
     def problem(self, marker: Optional[Marker]) -> Optional[Tuple[str, str]]:
         """(token, detail) when the marker (None: never seen) does not meet this requirement."""
         if marker is None:
-            return f"MISSING_{token_of(self.name)}", f"the guest never reported the required test {self.name}"
+            why = f" ({self.flag} requires it: is the image provisioned with {self.switch}?)" if self.switch else ""
+            return f"MISSING_{token_of(self.name)}", f"the guest never reported the required test {self.name}{why}"
         if marker.status in self.allowed:
             return None
         suffix = "SKIPPED" if marker.status == "SKIP" else "FAILED"
@@ -154,7 +155,7 @@ def judge(result: Marker, tests: Dict[str, Marker], required: Sequence[Requireme
             if problem is not None:
                 token, detail = problem
                 if token.startswith("MISSING_"):
-                    detail = f"the guest said RESULT|PASS but never reported the required test {req.name}"
+                    detail = "the guest said RESULT|PASS but " + detail[len("the guest "):]
                 return Verdict(ExitCode.FAIL, token, detail)
         return Verdict(ExitCode.PASS, "PASS", result.short)
     failing = [m for m in tests.values() if m.status == "FAIL"]

@@ -9,16 +9,19 @@ real QEMU and the test guest in tests/e2e/test_device_tests.py.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
 from harness.actions import resize_plan
 from harness.markers import parse
 from tests.fakeqemu import FAKE_QEMU, records, script_env
+
+pytestmark = pytest.mark.fake
 
 ROOT = Path(__file__).resolve().parents[1]
 P = "AERO_VIRTIO_SELFTEST|"
@@ -64,12 +67,23 @@ class Ran:
         return [r for r in records(self.record) if name is None or r["command"] == name]
 
 
+def free_ports() -> Tuple[int, int]:
+    """A TCP and a UDP port nobody holds now (others on this machine run tests too)."""
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        udp.bind(("127.0.0.1", 0))
+        return tcp.getsockname()[1], udp.getsockname()[1]
+
+
 def run(tmp_path: Path, disk: Path, *args: str, timeout: str = "30", **script: object) -> Ran:
+    http, udp = free_ports()
+    # The scripted guest's CONFIG names the ports this run serves.
+    script = json.loads(json.dumps(script).replace(":27480/", f":{http}/").replace("udp_port=27481", f"udp_port={udp}"))
     env = script_env(tmp_path, **script)
     artifacts = tmp_path / "a"
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "selftest", "--qemu-system", str(FAKE_QEMU), "--disk", str(disk),
-         "--accel", "tcg", "--timeout", timeout, "--http-port", "27480", "--udp-port", "27481",
+         "--accel", "tcg", "--timeout", timeout, "--http-port", str(http), "--udp-port", str(udp),
          "--artifacts", str(artifacts), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -161,3 +175,65 @@ def test_resize_plan_rounds_up_to_512_bytes():
     ready = parse(f"{P}TEST|virtio-blk-resize|READY|disk=0|old_bytes=1000")
     assert resize_plan(ready, 1).new_bytes == 1048576 + 1024
     assert resize_plan(parse(f"{P}TEST|virtio-blk-resize|READY|old_bytes=0x200"), 64).old_bytes == 512
+
+
+SOUND = [f"{P}TEST|virtio-snd|PASS|frames=48000", f"{P}TEST|virtio-snd-capture|PASS|frames=48000",
+         f"{P}TEST|virtio-snd-duplex|PASS|frames=48000"]
+
+
+def sound_guest() -> List[Dict[str, object]]:
+    head = [f"{P}START|version=1", f"{P}CONFIG|http_url=http://10.0.2.2:27480/aero-virtio-selftest|udp_port=27481"]
+    base = [line for line in CONTRACT_V1 if "virtio-snd" not in line]
+    return steps(*head, *base, *SOUND, RESULT)
+
+
+@pytest.mark.parametrize("audio, code, token", [("tone", 0, "PASS"), ("silence", 1, "VIRTIO_SND_WAV_SILENT")])
+def test_the_guests_playback_must_be_heard(tmp_path, tiny_disk, audio, code, token):
+    ran = run(tmp_path, tiny_disk, "--with-virtio-snd", version="10.0.2", audio=audio, serial=sound_guest())
+    assert ran.code == code, ran.out + ran.err
+    assert ran.result["token"] == token
+    argv = ran.result["qemu"]["argv"]
+    assert f"wav,id=snd0,path={ran.artifacts / 'virtio-snd.wav'}" in argv
+    assert any(a.startswith("virtio-sound-pci,audiodev=snd0,id=aero_virtio_snd0,disable-legacy=on") for a in argv)
+    assert (ran.artifacts / "virtio-snd.wav").stat().st_size > 44
+
+
+def test_sound_on_a_qemu_before_8_2_stops_before_boot(tmp_path, tiny_disk):
+    ran = run(tmp_path, tiny_disk, "--with-virtio-snd", version="7.2.22", serial=sound_guest())
+    assert ran.code == 5 and "FAIL: QEMU_PCI_PREFLIGHT_FAILED: " in ran.out
+    assert "virtio-sound-pci arrived in QEMU 8.2" in ran.err
+
+
+def test_tablet_events_attach_the_tablet_and_move_it(tmp_path, tiny_disk):
+    ready = f"{P}TEST|virtio-input-tablet-events|READY"
+    answer = {"command": "input-send-event", "match": {"events": [{"type": "btn", "data": {"down": False}}]},
+              "write": f"{P}TEST|virtio-input-tablet-events|PASS|last_x=10000|last_y=20000\r\n{RESULT}\r\n",
+              "once": True}
+    ran = run(tmp_path, tiny_disk, "--with-input-tablet-events", serial=guest(ready, result=False),
+              reactions=[answer])
+    assert ran.code == 0, ran.out + ran.err
+    assert any("aero_virtio_tablet0" in f for f in ran.result["qemu"]["pci"])
+    events = [e for c in ran.commands("input-send-event") for e in c["arguments"]["events"]]
+    assert {"type": "abs", "data": {"axis": "x", "value": 10000}} in events
+    assert {"type": "abs", "data": {"axis": "y", "value": 20000}} in events
+
+
+def test_extended_input_events_require_the_sub_tests(tmp_path, tiny_disk):
+    ready = f"{P}TEST|virtio-input-events|READY"
+    answer = {"command": "input-send-event", "match": {"events": [{"type": "btn", "data": {"button": "extra"}}]},
+              "write": f"{P}TEST|virtio-input-events|PASS\r\n{P}TEST|virtio-input-events-modifiers|PASS\r\n"
+                       f"{P}TEST|virtio-input-events-buttons|PASS\r\n{P}TEST|virtio-input-events-wheel|SKIP|"
+                       f"flag_not_set\r\n{RESULT}\r\n", "once": True}
+    ran = run(tmp_path, tiny_disk, "--with-input-events-extended", serial=guest(ready, result=False),
+              reactions=[answer])
+    assert ran.code == 1 and "FAIL: VIRTIO_INPUT_EVENTS_WHEEL_SKIPPED: " in ran.out, ran.out
+    assert "--test-input-events-extended" in ran.out
+    events = [e for c in ran.commands("input-send-event") for e in c["arguments"]["events"]]
+    assert {"type": "rel", "data": {"axis": "wheel", "value": 1}} in events
+    assert {"type": "key", "data": {"down": True, "key": {"type": "qcode", "data": "f1"}}} in events
+
+
+def test_a_qmp_socket_bound_but_not_yet_listening_is_waited_for(tmp_path, tiny_disk):
+    # QEMU binds its socket a moment before it listens: a connection then is refused, not a hung QEMU.
+    ran = run(tmp_path, tiny_disk, serial=guest(), listen_delay=0.5)
+    assert ran.code == 0, ran.out + ran.err

@@ -92,3 +92,28 @@ def test_python_m_harness_has_no_default_disk():
     proc = harness("selftest", "--accel", "tcg")
     assert proc.returncode == 4 and proc.stdout == "FAIL: USAGE: no --disk given\n"
     assert "invoke selftest" in proc.stderr
+
+
+def test_a_file_that_is_not_a_disk_image_is_refused_up_front(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a disk\n" * 100)
+    proc = harness("selftest", "--disk", str(text), "--artifacts", str(tmp_path / "a"))
+    assert proc.returncode == 4 and "is not a bootable disk image" in proc.stdout and "55 AA" in proc.stdout
+
+
+def test_an_overlay_whose_backing_file_is_gone_is_a_usage_error(tmp_path):
+    base, overlay = tmp_path / "base.qcow2", tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(overlay)],
+                   check=True)
+    base.unlink()
+    proc = harness("selftest", "--disk", str(overlay), "--artifacts", str(tmp_path / "a"))
+    assert proc.returncode == 4 and "FAIL: USAGE: " in proc.stdout
+    assert f"backing file {base} is missing" in proc.stderr
+
+
+@pytest.mark.parametrize("binary", ["/bin/true", "qemu-img"])
+def test_a_qemu_system_that_is_not_qemu_says_so(tmp_path, binary):
+    proc = harness("selftest", "--qemu-system", binary, "--disk", "README.md", "--artifacts", str(tmp_path / "a"))
+    assert proc.returncode == 4 and "is not a QEMU system emulator" in proc.stdout, proc.stdout + proc.stderr
+    assert "GPL" not in proc.stdout and "--qemu-system" in proc.stderr

@@ -45,6 +45,8 @@ from images.provision import (
 )
 from tests.test_provision import command_line_to_argv, make_drivers
 
+pytestmark = pytest.mark.wine
+
 FAKE_SOURCE = Path(__file__).with_name("wine") / "fake_tool.c"
 TOOLS = ("pnputil", "bcdedit", "schtasks", "reg", "shutdown")
 MINGW = "x86_64-w64-mingw32-gcc"

@@ -1,50 +1,30 @@
-"""What is learnt about a QEMU build is kept per build: asked once, never stale."""
+"""QemuProcess against the fake QEMU (a real process speaking QMP): starting and stopping, each step bounded."""
 
-import os
-import shutil
+from __future__ import annotations
+
+import time
 
 import pytest
 
-from harness import qemu
-from harness.hostcache import file_identity
-from harness.qemu import qemu_caps
-from tests.fakeqemu import FAKE_QEMU
+from harness.errors import QemuLaunchError
+from harness.qemu import QemuProcess
+from tests.fakeqemu import FAKE_QEMU, script_env
 
-QEMU = shutil.which("qemu-system-x86_64")
-DRIVERS = ["virtio-net-pci", "virtio-blk-pci"]
+pytestmark = pytest.mark.fake
 
 
-@pytest.mark.skipif(QEMU is None, reason="QEMU is not installed")
-def test_a_known_build_answers_without_starting_qemu(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    caps = qemu_caps(QEMU, DRIVERS)
-    assert "vectors" in caps.properties["virtio-net-pci"]
-
-    def started(*args, **kwargs):
-        raise AssertionError("QEMU was started")
-
-    monkeypatch.setattr(qemu, "_probe", started)
-    monkeypatch.setattr(qemu, "qemu_version", started)
-    assert qemu_caps(QEMU, DRIVERS) == caps
-
-
-def test_a_wrapper_script_is_asked_its_version_every_time(tmp_path, monkeypatch):
-    """A script can start another QEMU without changing itself: its version is part of the key."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv("FAKE_QEMU_SCRIPT", raising=False)
-    asked = []
-    real = qemu.qemu_version
-    monkeypatch.setattr(qemu, "qemu_version", lambda binary: asked.append(binary) or real(binary))
-    first = qemu_caps(str(FAKE_QEMU), DRIVERS)
-    assert qemu_caps(str(FAKE_QEMU), DRIVERS) == first
-    assert len(asked) == 2
-
-
-def test_a_rewritten_binary_is_another_build(tmp_path):
-    binary = tmp_path / "qemu-system-x86_64"
-    binary.write_bytes(b"\x7fELF 7.2")
-    before = os.stat(binary)
-    identity = file_identity(str(binary))
-    binary.write_bytes(b"\x7fELF 8.2")  # same size; the old mtime put back: the change time still tells
-    os.utime(binary, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert file_identity(str(binary)) != identity
+def test_a_qemu_that_never_answers_qmp_is_stopped_without_waiting_for_a_quit(tmp_path, monkeypatch):
+    """No quit reached it, so none is waited for: SIGTERM at once (it used to wait 5 s for nothing)."""
+    for name, value in script_env(tmp_path, qmp="silent").items():
+        monkeypatch.setenv(name, value)
+    sock = tmp_path / "qmp.sock"
+    vm = QemuProcess([str(FAKE_QEMU), "-S", "-display", "none", "-chardev",
+                      f"socket,id=qmp,path={sock},server=on,wait=off", "-mon", "chardev=qmp,mode=control"],
+                     tmp_path / "qemu.log", sock)
+    with pytest.raises(QemuLaunchError, match="did not answer"):
+        vm.start(connect_timeout=1.0)
+    assert vm.alive()
+    started = time.monotonic()
+    vm.stop()
+    assert not vm.alive() and vm.returncode is not None
+    assert time.monotonic() - started < 3.0

@@ -70,3 +70,11 @@ def test_the_disk_cache_mode():
     """A kept image is written back as the guest flushes; the run's throw-away overlay ignores flushes."""
     assert value_after(build_argv(spec()), "-drive", "file=").endswith(",cache=writeback")
     assert value_after(build_argv(spec(disk_cache="unsafe")), "-drive", "file=").endswith(",cache=unsafe")
+
+
+def test_a_run_of_a_repeat_offers_its_number_through_fw_cfg():
+    from harness.config import SelftestConfig
+    from harness.runner import fw_cfg_hints
+
+    assert [k for k, _ in fw_cfg_hints(SelftestConfig())] == ["opt/aero/http_url", "opt/aero/udp_port"]
+    assert ("opt/aero/run_index", "7") in fw_cfg_hints(SelftestConfig(run_index=7))

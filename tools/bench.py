@@ -437,6 +437,31 @@ def _write_noise(path: Path, size_mib: int) -> None:
                 b"AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n")
 
 
+def parallel_throughput(setup: Setup, work: Path, log: Callable[[str], None], runs: int = 4,
+                        rounds: int = 2) -> Figure:
+    """Runs per minute of ``--repeat`` with ``--jobs 2`` against ``--jobs 1``, each guest on one CPU."""
+    ratios: List[float] = []
+    for i in range(rounds):
+        seconds: Dict[int, float] = {}
+        for jobs in (1, 2) if i % 2 == 0 else (2, 1):
+            argv = _harness(setup, work / f"jobs-{i}-{jobs}", "tcg", "pass")
+            started = time.monotonic()
+            proc = subprocess.run([*argv, "--smp", "1", "--repeat", str(runs), "--jobs", str(jobs)], cwd=REPO_ROOT,
+                                  env=setup.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            seconds[jobs] = time.monotonic() - started
+            if proc.returncode != 0:
+                raise RuntimeError(f"--repeat {runs} --jobs {jobs} did not pass (exit {proc.returncode})")
+        ratios.append(seconds[1] / seconds[2])
+        log(f"  round {i + 1}/{rounds}: {runs} runs, --jobs 1 {seconds[1]:.1f} s, --jobs 2 {seconds[2]:.1f} s")
+    value = _median(ratios)
+    return Figure(
+        "throughput of --jobs 2 against --jobs 1 (--smp 1)", value, "x", ">= 1.8", value >= 1.8, ratios,
+        f"{rounds} rounds, order alternating: `python -m harness selftest --repeat {runs} --smp 1 --accel tcg` "
+        "with --jobs 1 and with --jobs 2 (each run in a network namespace of its own), launch to exit; median of "
+        "the per-round ratios of the two times (runs per minute with 2 jobs over runs per minute with 1)",
+    )
+
+
 # --- the command ------------------------------------------------------------
 
 
@@ -500,6 +525,8 @@ def run_bench(disk: Path, qemu: str, out: Path, rounds: int, wait_seconds: float
         figures.append(waiting_cpu(setup, work, wait_seconds, log))
         log(f"memory over {', '.join(map(str, log_mib))} MiB serial logs ...")
         figures += watcher_memory(work, log_mib, log)
+        log("throughput of --jobs 2 against --jobs 1 ...")
+        figures.append(parallel_throughput(setup, work, log))
     about["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": about, "figures": [asdict(f) for f in figures]}, indent=2) + "\n")

@@ -3,28 +3,53 @@
  * Built with gcc -static when the test guest is built; init calls it.
  *
  *   aero-guest-tool udp-echo HOST PORT SIZE...
+ *   aero-guest-tool evdev input-events KEYBOARD MOUSE [modifiers] [buttons] [wheel]
+ *   aero-guest-tool evdev input-media-keys KEYBOARD
+ *   aero-guest-tool evdev input-tablet-events TABLET
  *
  * udp-echo sends one datagram of each SIZE (bytes 0, 1, 2, ... 255, 0, ...) to
  * HOST:PORT and waits up to 2 s for it to come back unchanged, as the Windows
  * selftest does with 32 and 1400 bytes. It prints one line,
  * "<bytes of the last datagram tried> <reason>", reason "-" when every size
  * came back, and exits 0 then, 1 on a failed echo, 2 on a usage error.
+ *
+ * evdev plays one of the Windows selftest's input tests that wait for the host
+ * (READY) on Linux's evdev nodes (/dev/input/eventN; "-" for a device the guest
+ * does not have). It opens the devices, prints the test's READY marker, counts
+ * what the host's QMP input-send-event produces until the test is satisfied or
+ * its timeout (the real guest's: 10 s, 15 s with a sub-test; a tablet or media
+ * key test 10 s), and prints the test's PASS/FAIL/SKIP markers in the real
+ * guest's formats. A "report" is one evdev packet (events up to SYN_REPORT); a
+ * bad report is one the kernel dropped (SYN_DROPPED). Marker lines end in CRLF,
+ * one write each, on stdout (init points it at COM1). Exit 0 when the test and
+ * every requested sub-test passed (or a tablet test was skipped for want of a
+ * tablet), 1 when not, 2 on a usage error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/input.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_DATAGRAM 65507
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: aero-guest-tool udp-echo HOST PORT SIZE...\n");
+    fprintf(stderr,
+            "usage: aero-guest-tool udp-echo HOST PORT SIZE...\n"
+            "       aero-guest-tool evdev input-events KEYBOARD MOUSE [modifiers] [buttons] [wheel]\n"
+            "       aero-guest-tool evdev input-media-keys KEYBOARD\n"
+            "       aero-guest-tool evdev input-tablet-events TABLET\n");
     return 2;
 }
 
@@ -89,9 +114,545 @@ static int udp_echo(int argc, char **argv)
     return udp_result(bytes, "-");
 }
 
+/* --- evdev ------------------------------------------------------------- */
+
+/* The err= values of the real guest's FAIL lines are Windows error codes; this
+ * guest gives the same code for the same reason, and errno where only Linux
+ * can fail (opening or reading a device). */
+#define ERR_NOT_FOUND 1168  /* ERROR_NOT_FOUND */
+#define ERR_TIMEOUT 1460    /* ERROR_TIMEOUT */
+
+/* What the host harness sends (PROTOCOL.md, "Host actions the guest waits for"). */
+#define WHEEL_DELTA 1
+#define HWHEEL_DELTA (-2)
+#define TABLET_X 10000
+#define TABLET_Y 20000
+#define QMP_ABS_MAX 32767
+
+/* One marker line, CRLF-terminated, in one write. */
+static void marker(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(buf) - 3)
+        n = (int)sizeof(buf) - 3;
+    buf[n++] = '\r';
+    buf[n++] = '\n';
+    if (write(STDOUT_FILENO, buf, (size_t)n) < 0)
+        return;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct evdev {
+    const char *kind; /* keyboard, mouse, consumer, tablet: names the reasons */
+    int fd;
+    int reports;
+    int bad_reports;
+    int dropping; /* after SYN_DROPPED, the rest of the packet is void */
+};
+
+/* Why a test stopped early: empty while it is still fine. */
+struct failure {
+    char reason[64];
+    int err;
+};
+
+static void fail(struct failure *f, const char *what, const char *kind, int err)
+{
+    snprintf(f->reason, sizeof(f->reason), "%s_%s_failed", what, kind);
+    f->err = err;
+}
+
+/* Open one device; on failure fill *f the way the real guest names it. */
+static int evdev_open(struct evdev *d, const char *kind, const char *path, struct failure *f)
+{
+    memset(d, 0, sizeof(*d));
+    d->kind = kind;
+    d->fd = -1;
+    if (strcmp(path, "-") == 0) {
+        /* The real guest's media-key test reads the keyboard's consumer
+         * collection, and names the missing keyboard. */
+        snprintf(f->reason, sizeof(f->reason), "missing_%s_device",
+                 strcmp(kind, "consumer") == 0 ? "keyboard" : kind);
+        f->err = ERR_NOT_FOUND;
+        return -1;
+    }
+    d->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (d->fd < 0) {
+        fail(f, "open", kind, errno);
+        return -1;
+    }
+    return 0;
+}
+
+/* Forget what arrived before READY: the real guest starts reading there. */
+static void evdev_drain(struct evdev *d)
+{
+    struct input_event ev[64];
+    while (read(d->fd, ev, sizeof(ev)) > 0)
+        ;
+}
+
+/* Called for each event of device `which`, and with ev == NULL at the end of
+ * each packet (SYN_REPORT), after that packet was counted. */
+typedef void (*event_handler)(void *state, int which, const struct input_event *ev);
+
+/* Wait up to timeout_ms for input on any device and hand over what came.
+ * 0: nothing came in time; 1: events were handled; -1: a read failed (*f says why). */
+static int evdev_pump(struct evdev *devs, int n, long long timeout_ms, event_handler handle, void *state,
+                      struct failure *f)
+{
+    struct pollfd pfd[4];
+    for (int i = 0; i < n; i++)
+        pfd[i] = (struct pollfd){.fd = devs[i].fd, .events = POLLIN};
+    int ready = poll(pfd, (nfds_t)n, timeout_ms > 0 ? (int)timeout_ms : 0);
+    if (ready < 0) {
+        if (errno == EINTR)
+            return 1;
+        fail(f, "read", devs[0].kind, errno);
+        return -1;
+    }
+    if (ready == 0)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        struct evdev *d = &devs[i];
+        if (pfd[i].fd < 0 || !(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        struct input_event ev[64];
+        ssize_t got = read(d->fd, ev, sizeof(ev));
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            fail(f, "read", d->kind, errno);
+            return -1;
+        }
+        if (got == 0) {
+            /* End of file: not an evdev node (a test's FIFO); stop watching it. */
+            close(d->fd);
+            d->fd = -1;
+            continue;
+        }
+        if (got % (ssize_t)sizeof(ev[0]) != 0)
+            d->bad_reports++;
+        for (size_t k = 0; k < (size_t)got / sizeof(ev[0]); k++) {
+            if (ev[k].type == EV_SYN && ev[k].code == SYN_DROPPED) {
+                d->bad_reports++;
+                d->dropping = 1;
+            } else if (ev[k].type == EV_SYN && ev[k].code == SYN_REPORT) {
+                if (!d->dropping) {
+                    d->reports++;
+                    handle(state, i, NULL);
+                }
+                d->dropping = 0;
+            } else if (!d->dropping) {
+                handle(state, i, &ev[k]);
+            }
+        }
+    }
+    return 1;
+}
+
+static void evdev_close(struct evdev *devs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (devs[i].fd >= 0)
+            close(devs[i].fd);
+}
+
+/* A key or button: down on 1 (2 is auto-repeat), up on 0 once it was down. */
+static void key_edge(int value, int *down, int *up)
+{
+    if (value)
+        *down = 1;
+    else if (*down)
+        *up = 1;
+}
+
+/* --- virtio-input-events (+ wheel, modifiers, buttons sub-tests) --- */
+
+struct input_events {
+    int shift_l, shift_r, b_held;
+    int a_down, a_up, shift_b, ctrl_down, ctrl_up, alt_down, alt_up, f1_down, f1_up;
+    int move, left_down, left_up, side_down, side_up, extra_down, extra_up;
+    int saw_wheel, saw_hwheel, wheel_expected, hwheel_expected, wheel_unexpected, hwheel_unexpected;
+    int wheel_total, hwheel_total, wheel_events, hwheel_events, wheel_last, hwheel_last;
+};
+
+static void input_events_event(void *state, int which, const struct input_event *ev)
+{
+    struct input_events *s = state;
+    if (ev == NULL)
+        return;
+    if (which == 0 && ev->type == EV_KEY) {
+        int v = ev->value;
+        switch (ev->code) {
+        case KEY_A: key_edge(v, &s->a_down, &s->a_up); break;
+        case KEY_LEFTSHIFT: s->shift_l = v != 0; break;
+        case KEY_RIGHTSHIFT: s->shift_r = v != 0; break;
+        case KEY_B: s->b_held = v != 0; break;
+        case KEY_LEFTCTRL: case KEY_RIGHTCTRL: key_edge(v, &s->ctrl_down, &s->ctrl_up); break;
+        case KEY_LEFTALT: case KEY_RIGHTALT: key_edge(v, &s->alt_down, &s->alt_up); break;
+        case KEY_F1: key_edge(v, &s->f1_down, &s->f1_up); break;
+        }
+        if (s->b_held && (s->shift_l || s->shift_r))
+            s->shift_b = 1;
+    } else if (which == 1 && ev->type == EV_REL) {
+        int v = ev->value;
+        if ((ev->code == REL_X || ev->code == REL_Y) && v != 0)
+            s->move = 1;
+        if (ev->code == REL_WHEEL && v != 0) {
+            s->saw_wheel = 1;
+            s->wheel_total += v;
+            s->wheel_events++;
+            if (v == WHEEL_DELTA) {
+                s->wheel_expected = 1;
+            } else {
+                s->wheel_unexpected = 1;
+                s->wheel_last = v;
+            }
+        }
+        if (ev->code == REL_HWHEEL && v != 0) {
+            s->saw_hwheel = 1;
+            s->hwheel_total += v;
+            s->hwheel_events++;
+            if (v == HWHEEL_DELTA) {
+                s->hwheel_expected = 1;
+            } else {
+                s->hwheel_unexpected = 1;
+                s->hwheel_last = v;
+            }
+        }
+    } else if (which == 1 && ev->type == EV_KEY) {
+        switch (ev->code) {
+        case BTN_LEFT: key_edge(ev->value, &s->left_down, &s->left_up); break;
+        case BTN_SIDE: key_edge(ev->value, &s->side_down, &s->side_up); break;
+        case BTN_EXTRA: key_edge(ev->value, &s->extra_down, &s->extra_up); break;
+        }
+    }
+}
+
+static int base_ok(const struct input_events *s)
+{
+    return s->a_down && s->a_up && s->move && s->left_down && s->left_up;
+}
+
+static int modifiers_ok(const struct input_events *s)
+{
+    return s->shift_b && s->ctrl_down && s->ctrl_up && s->alt_down && s->alt_up && s->f1_down && s->f1_up;
+}
+
+static int buttons_ok(const struct input_events *s)
+{
+    return s->side_down && s->side_up && s->extra_down && s->extra_up;
+}
+
+static int wheel_ok(const struct input_events *s)
+{
+    /* The host resends: multiples of the expected deltas are fine, other deltas are not. */
+    return s->saw_wheel && s->saw_hwheel && s->wheel_expected && s->hwheel_expected && !s->wheel_unexpected &&
+           !s->hwheel_unexpected;
+}
+
+static int input_events(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    int want_modifiers = 0, want_buttons = 0, want_wheel = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "modifiers") == 0)
+            want_modifiers = 1;
+        else if (strcmp(argv[i], "buttons") == 0)
+            want_buttons = 1;
+        else if (strcmp(argv[i], "wheel") == 0)
+            want_wheel = 1;
+        else
+            return usage();
+    }
+    const int want_extra = want_modifiers || want_buttons || want_wheel;
+    struct input_events s = {0};
+    struct failure f = {"", 0};
+    struct evdev devs[2] = {{.fd = -1}, {.fd = -1}};
+    if (evdev_open(&devs[0], "keyboard", argv[0], &f) == 0 && evdev_open(&devs[1], "mouse", argv[1], &f) == 0) {
+        evdev_drain(&devs[0]);
+        evdev_drain(&devs[1]);
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events|READY");
+
+        const long long deadline = now_ms() + (want_extra ? 15000 : 10000);
+        long long grace = 0;
+        for (;;) {
+            const int have_base = base_ok(&s);
+            if (have_base && grace == 0) {
+                /* A short grace for the wheel events the host sends after the base ones. */
+                grace = now_ms() + 250 < deadline ? now_ms() + 250 : deadline;
+            }
+            if (want_extra) {
+                if (have_base && (!want_modifiers || modifiers_ok(&s)) && (!want_buttons || buttons_ok(&s)) &&
+                    (!want_wheel || wheel_ok(&s)))
+                    break;
+            } else if (have_base && ((s.saw_wheel && s.saw_hwheel) || now_ms() >= grace)) {
+                break;
+            }
+            const long long until = (!want_extra && have_base) ? grace : deadline;
+            if (evdev_pump(devs, 2, until - now_ms(), input_events_event, &s, &f) <= 0)
+                break;
+        }
+    }
+    evdev_close(devs, 2);
+
+    const int ok = f.reason[0] == '\0' && base_ok(&s);
+    const int mods = ok && modifiers_ok(&s), buttons = ok && buttons_ok(&s), wheel = ok && wheel_ok(&s);
+    const int all = ok && (!want_modifiers || mods) && (!want_buttons || buttons) && (!want_wheel || wheel);
+    if (!all && f.reason[0] == '\0') {
+        snprintf(f.reason, sizeof(f.reason), "timeout");
+        f.err = ERR_TIMEOUT;
+    }
+    const struct evdev *k = &devs[0], *m = &devs[1];
+    char counts[512];
+    snprintf(counts, sizeof(counts),
+             "kbd_reports=%d|mouse_reports=%d|kbd_bad_reports=%d|mouse_bad_reports=%d|kbd_a_down=%d|kbd_a_up=%d|"
+             "mouse_move=%d|mouse_left_down=%d|mouse_left_up=%d",
+             k->reports, m->reports, k->bad_reports, m->bad_reports, s.a_down, s.a_up, s.move, s.left_down,
+             s.left_up);
+    if (ok)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events|PASS|%s", counts);
+    else
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events|FAIL|reason=%s|err=%d|%s", f.reason, f.err, counts);
+
+    /* The wheel as its own test, judged on what came, whatever was asked. */
+    if (!ok)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|SKIP|input_events_failed|reason=%s|err=%d|"
+               "wheel_total=%d|hwheel_total=%d",
+               f.reason, f.err, s.wheel_total, s.hwheel_total);
+    else if (!s.saw_wheel && !s.saw_hwheel)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|SKIP|not_observed|wheel_total=%d|hwheel_total=%d",
+               s.wheel_total, s.hwheel_total);
+    else if (!s.saw_wheel || !s.saw_hwheel)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|FAIL|reason=missing_axis|wheel_total=%d|"
+               "hwheel_total=%d|saw_wheel=%d|saw_hwheel=%d",
+               s.wheel_total, s.hwheel_total, s.saw_wheel, s.saw_hwheel);
+    else if (s.wheel_unexpected || s.hwheel_unexpected)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|FAIL|reason=unexpected_delta|wheel_total=%d|"
+               "hwheel_total=%d|expected_wheel=%d|expected_hwheel=%d|wheel_events=%d|hwheel_events=%d|"
+               "wheel_unexpected_last=%d|hwheel_unexpected_last=%d",
+               s.wheel_total, s.hwheel_total, WHEEL_DELTA, HWHEEL_DELTA, s.wheel_events, s.hwheel_events,
+               s.wheel_last, s.hwheel_last);
+    else if (s.wheel_expected && s.hwheel_expected)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|PASS|wheel_total=%d|hwheel_total=%d|"
+               "expected_wheel=%d|expected_hwheel=%d|wheel_events=%d|hwheel_events=%d",
+               s.wheel_total, s.hwheel_total, WHEEL_DELTA, HWHEEL_DELTA, s.wheel_events, s.hwheel_events);
+    else
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-wheel|FAIL|reason=delta_mismatch|wheel_total=%d|"
+               "hwheel_total=%d|expected_wheel=%d|expected_hwheel=%d|wheel_events=%d|hwheel_events=%d|"
+               "saw_wheel_expected=%d|saw_hwheel_expected=%d",
+               s.wheel_total, s.hwheel_total, WHEEL_DELTA, HWHEEL_DELTA, s.wheel_events, s.hwheel_events,
+               s.wheel_expected, s.hwheel_expected);
+
+    if (!want_modifiers)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-modifiers|SKIP|flag_not_set");
+    else if (mods)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-modifiers|PASS|kbd_reports=%d|kbd_bad_reports=%d|"
+               "shift_b=%d|ctrl=%d|alt=%d|f1=%d",
+               k->reports, k->bad_reports, s.shift_b, s.ctrl_down && s.ctrl_up, s.alt_down && s.alt_up,
+               s.f1_down && s.f1_up);
+    else
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-modifiers|FAIL|reason=%s|err=%d|kbd_reports=%d|"
+               "kbd_bad_reports=%d|shift_b=%d|ctrl_down=%d|ctrl_up=%d|alt_down=%d|alt_up=%d|f1_down=%d|f1_up=%d",
+               f.reason, f.err, k->reports, k->bad_reports, s.shift_b, s.ctrl_down, s.ctrl_up, s.alt_down,
+               s.alt_up, s.f1_down, s.f1_up);
+
+    char mouse_buttons[256];
+    snprintf(mouse_buttons, sizeof(mouse_buttons),
+             "mouse_reports=%d|mouse_bad_reports=%d|side_down=%d|side_up=%d|extra_down=%d|extra_up=%d",
+             m->reports, m->bad_reports, s.side_down, s.side_up, s.extra_down, s.extra_up);
+    if (!want_buttons)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-buttons|SKIP|flag_not_set");
+    else if (buttons)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-buttons|PASS|%s", mouse_buttons);
+    else
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-buttons|FAIL|reason=%s|err=%d|%s", f.reason, f.err,
+               mouse_buttons);
+
+    char mouse_wheel[256];
+    snprintf(mouse_wheel, sizeof(mouse_wheel),
+             "mouse_reports=%d|mouse_bad_reports=%d|wheel_total=%d|hwheel_total=%d|expected_wheel=%d|"
+             "expected_hwheel=%d|saw_wheel=%d|saw_hwheel=%d",
+             m->reports, m->bad_reports, s.wheel_total, s.hwheel_total, WHEEL_DELTA, HWHEEL_DELTA, s.saw_wheel,
+             s.saw_hwheel);
+    if (!want_wheel)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-wheel|SKIP|flag_not_set");
+    else if (wheel)
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-wheel|PASS|%s", mouse_wheel);
+    else
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-events-wheel|FAIL|reason=%s|err=%d|%s", f.reason, f.err,
+               mouse_wheel);
+    return all ? 0 : 1;
+}
+
+/* --- virtio-input-media-keys --- */
+
+struct media_keys {
+    int down, up;
+};
+
+static void media_keys_event(void *state, int which, const struct input_event *ev)
+{
+    struct media_keys *s = state;
+    (void)which;
+    if (ev != NULL && ev->type == EV_KEY && ev->code == KEY_VOLUMEUP)
+        key_edge(ev->value, &s->down, &s->up);
+}
+
+static int input_media_keys(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage();
+    struct media_keys s = {0};
+    struct failure f = {"", 0};
+    struct evdev d;
+    if (evdev_open(&d, "consumer", argv[0], &f) == 0) {
+        evdev_drain(&d);
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-media-keys|READY");
+        const long long deadline = now_ms() + 10000;
+        while (!(s.down && s.up) && evdev_pump(&d, 1, deadline - now_ms(), media_keys_event, &s, &f) > 0)
+            ;
+    }
+    evdev_close(&d, 1);
+    const int ok = s.down && s.up;
+    if (ok) {
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-media-keys|PASS|reports=%d|volume_up_down=%d|"
+               "volume_up_up=%d",
+               d.reports, s.down, s.up);
+        return 0;
+    }
+    if (f.reason[0] == '\0') {
+        snprintf(f.reason, sizeof(f.reason), "timeout");
+        f.err = ERR_TIMEOUT;
+    }
+    marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-media-keys|FAIL|reason=%s|err=%d|reports=%d|volume_up_down=%d|"
+           "volume_up_up=%d",
+           f.reason, f.err, d.reports, s.down, s.up);
+    return 1;
+}
+
+/* --- virtio-input-tablet-events --- */
+
+struct tablet {
+    int max_x, max_y; /* the device's ABS maximum, 0 when unknown */
+    int x, y, left;   /* the device's state, as evdev keeps it */
+    int move_target, left_down, left_up;
+    int last_x, last_y, last_left; /* as of the last report */
+};
+
+/* The host sends on QMP's 0..32767 scale; a device may report that value as
+ * is, clamped to its own maximum, or scaled to it. Within 2, as the real guest. */
+static int tablet_coord_matches(int observed, int host, int max)
+{
+    const int tol = 2;
+    if (abs(observed - host) <= tol)
+        return 1;
+    if (max > 0) {
+        if (abs(observed - (host < max ? host : max)) <= tol)
+            return 1;
+        const long long scaled = ((long long)host * max + QMP_ABS_MAX / 2) / QMP_ABS_MAX;
+        if (llabs(observed - scaled) <= tol)
+            return 1;
+    }
+    return 0;
+}
+
+static void tablet_event(void *state, int which, const struct input_event *ev)
+{
+    struct tablet *s = state;
+    (void)which;
+    if (ev == NULL) {
+        s->last_x = s->x;
+        s->last_y = s->y;
+        s->last_left = s->left;
+        if (tablet_coord_matches(s->x, TABLET_X, s->max_x) && tablet_coord_matches(s->y, TABLET_Y, s->max_y))
+            s->move_target = 1;
+        key_edge(s->left, &s->left_down, &s->left_up);
+    } else if (ev->type == EV_ABS && ev->code == ABS_X) {
+        s->x = ev->value;
+    } else if (ev->type == EV_ABS && ev->code == ABS_Y) {
+        s->y = ev->value;
+    } else if (ev->type == EV_KEY && ev->code == BTN_LEFT) {
+        s->left = ev->value != 0;
+    }
+}
+
+static int input_tablet_events(int argc, char **argv)
+{
+    if (argc != 1)
+        return usage();
+    if (strcmp(argv[0], "-") == 0) {
+        /* Opt-in and possibly enabled on an image without a tablet: no failure. */
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-tablet-events|SKIP|no_tablet_device");
+        return 0;
+    }
+    struct tablet s = {0};
+    struct failure f = {"", 0};
+    struct evdev d;
+    if (evdev_open(&d, "tablet", argv[0], &f) == 0) {
+        struct input_absinfo ax, ay;
+        if (ioctl(d.fd, EVIOCGABS(ABS_X), &ax) == 0 && ioctl(d.fd, EVIOCGABS(ABS_Y), &ay) == 0) {
+            s.max_x = ax.maximum;
+            s.max_y = ay.maximum;
+            s.x = ax.value;
+            s.y = ay.value;
+            marker("virtio-input-tablet-events: abs_x=%d..%d abs_y=%d..%d", ax.minimum, ax.maximum, ay.minimum,
+                   ay.maximum);
+        }
+        evdev_drain(&d);
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-tablet-events|READY");
+        const long long deadline = now_ms() + 10000;
+        while (!(s.move_target && s.left_down && s.left_up) &&
+               evdev_pump(&d, 1, deadline - now_ms(), tablet_event, &s, &f) > 0)
+            ;
+    }
+    evdev_close(&d, 1);
+    char fields[256];
+    snprintf(fields, sizeof(fields),
+             "tablet_reports=%d|move_target=%d|left_down=%d|left_up=%d|last_x=%d|last_y=%d|last_left=%d", d.reports,
+             s.move_target, s.left_down, s.left_up, s.last_x, s.last_y, s.last_left);
+    if (s.move_target && s.left_down && s.left_up) {
+        marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-tablet-events|PASS|%s", fields);
+        return 0;
+    }
+    if (f.reason[0] == '\0') {
+        snprintf(f.reason, sizeof(f.reason), "timeout");
+        f.err = ERR_TIMEOUT;
+    }
+    marker("AERO_VIRTIO_SELFTEST|TEST|virtio-input-tablet-events|FAIL|reason=%s|err=%d|%s", f.reason, f.err, fields);
+    return 1;
+}
+
+static int evdev_test(int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "input-events") == 0)
+        return input_events(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "input-media-keys") == 0)
+        return input_media_keys(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "input-tablet-events") == 0)
+        return input_tablet_events(argc - 1, argv + 1);
+    return usage();
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "udp-echo") == 0)
         return udp_echo(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "evdev") == 0)
+        return evdev_test(argc - 2, argv + 2);
     return usage();
 }

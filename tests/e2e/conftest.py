@@ -56,7 +56,8 @@ def qemu_pids(needle: str) -> List[int]:
             cmdline = (entry / "cmdline").read_bytes().split(b"\x00")
         except OSError:
             continue
-        if cmdline and b"qemu-system" in cmdline[0] and any(needle.encode() in a for a in cmdline):
+        # The fake QEMU (tests/fakeqemu) runs as `python3 .../qemu-system-x86_64 ...`.
+        if any(b"qemu-system" in a for a in cmdline[:2]) and any(needle.encode() in a for a in cmdline):
             pids.append(int(entry.name))
     return pids
 

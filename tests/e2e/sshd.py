@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 SSHD = "/usr/sbin/sshd"
 
@@ -32,7 +32,8 @@ def free_port() -> int:
 
 class SSHServer:
     def __init__(self, root: Path, authorized_key: Path, address: str = "127.0.0.1", port: Optional[int] = None,
-                 netns: Optional[str] = None) -> None:
+                 netns: Optional[str] = None, sftp: bool = True,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.root = root
         self.address = address
         self.port = port or free_port()
@@ -50,7 +51,10 @@ class SSHServer:
             f"PidFile {root / 'sshd.pid'}\n"
             "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+            + ("Subsystem sftp internal-sftp\n" if sftp else "")  # without it: sshd's compiled-in default
+            # Sessions' environment, such as HOME (a fresh host) or PATH (the host's own tools).
+            + ("SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()) + "\n" if env else "")
+            + "LogLevel VERBOSE\n"
         )
         self.proc: Optional[subprocess.Popen[bytes]] = None
 

@@ -209,3 +209,17 @@ def test_serial_log_of_a_failed_launch_is_kept(tmp_path, selftest):
     assert run.code == 5 and "QEMU exited at start" in run.stdout
     assert (run.artifacts / "serial.log").exists() and (run.artifacts / "qemu.log").exists()
     assert "no-such-qemu-option" in (run.artifacts / "qemu.log").read_text()
+
+
+def test_a_disk_with_nothing_to_boot_is_noticed_in_seconds(tmp_path, selftest):
+    disk = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    run = selftest(*TCG, "--disk", str(disk), "--timeout", "300")
+    assert run.code == 3 and "FAIL: NO_BOOTABLE_DEVICE: " in run.stdout, run.stdout + run.stderr
+    assert run.seconds < 60 and "No bootable device" in (run.artifacts / "firmware.log").read_text()
+    assert (run.artifacts / "screen.png").exists() and "screen.png" in run.stderr
+
+
+def test_a_passing_run_says_where_its_artifacts_are(selftest):
+    run = selftest(*TCG)
+    assert run.code == 0 and f"artifacts: {run.artifacts}" in run.stderr

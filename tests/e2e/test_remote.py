@@ -21,6 +21,7 @@ from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario, sha2
 from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns, free_port, keygen
 
 TCG = ["--accel", "tcg"]
+PORTS = ["--http-port", "27280", "--udp-port", "27281"]  # not the defaults, which other test runs here may hold
 
 
 def remote(world: SSHWorld, *args: str, artifacts: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -78,6 +79,68 @@ def test_remote_disk_already_on_the_host(world, server, guest_image, tmp_path):
     proc = remote(world, "--host", "kvm01", *TCG, "--remote-disk", str(guest_image), artifacts=tmp_path / "a")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "uploading" not in proc.stderr
+
+
+def test_a_host_without_sftp_gets_the_harness_the_disk_and_gives_the_artifacts(world, tmp_path):
+    """sshd's compiled-in default has no sftp subsystem: every transfer goes over plain exec channels."""
+    home = tmp_path / "home"  # a host that has nothing yet: the harness and the disk are both sent
+    home.mkdir()
+    srv = SSHServer(tmp_path / "sshd", world.user_key.with_suffix(".pub"), sftp=False,
+                    env={"HOME": str(home)}).start()
+    try:
+        world.alias("nosftp", srv)
+        sftp = subprocess.run(["sftp", "-F", str(world.ssh_config), "-b", "-", "nosftp"], input="pwd\n",
+                              capture_output=True, text=True, timeout=60)
+        assert sftp.returncode != 0, "this host was meant to have no sftp subsystem"
+        proc = remote(world, "--host", "nosftp", *TCG, *PORTS, artifacts=tmp_path / "a")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
+        assert f"uploading {TEST_GUEST.name}" in proc.stderr
+        host_dir = tmp_path / "a" / "nosftp"
+        for name in ("serial.log", "qemu.log", "result.json", "junit.xml", "firmware.log"):
+            assert (host_dir / name).exists(), name
+        assert json.loads((host_dir / "result.json").read_text())["verdict"] == "PASS"
+        assert b"AERO_VIRTIO_SELFTEST|RESULT|PASS" in (host_dir / "serial.log").read_bytes()
+        cache = home / ".cache/aero-virtio-harness"
+        assert [d.name for d in (cache / "disks").iterdir()] == [f"{sha256(TEST_GUEST)}.qcow2"]
+        assert sha256(cache / "disks" / f"{sha256(TEST_GUEST)}.qcow2") == sha256(TEST_GUEST)
+        assert list(cache.glob("harness-*/.complete")) and list(cache.glob("harness-*/harness/cli.py"))
+        assert list((cache / "runs").iterdir()) == []
+        # The second run finds the disk by its hash and sends nothing.
+        proc = remote(world, "--host", "nosftp", *TCG, *PORTS, *scenario("fail"), artifacts=tmp_path / "b")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "already on the host" in proc.stderr and f"uploading {TEST_GUEST.name}" not in proc.stderr
+        assert json.loads((tmp_path / "b/nosftp/result.json").read_text())["token"] == "VIRTIO_NET_FAILED"
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("tool, says, failed", [
+    ("cat", "cat: write error: No space left on device", "cannot upload aero_virtio_harness-"),
+    ("tar", "tar: .: Cannot open: Permission denied", "cannot fetch the artifacts from "),
+])
+def test_a_transfer_that_fails_on_the_host_is_a_remote_error(world, tmp_path, tool, says, failed):
+    """The host's own cat (uploads) or tar (artifacts) fails: exit 15 with the host's words, no traceback."""
+    home, fakebin = tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    fakebin.mkdir()
+    (fakebin / tool).write_text(f"#!/bin/sh\nhead -c 100 >/dev/null\necho '{says}' >&2\nexit 2\n")
+    (fakebin / tool).chmod(0o755)
+    path = f"{fakebin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    srv = SSHServer(tmp_path / "sshd", world.user_key.with_suffix(".pub"), sftp=False,
+                    env={"HOME": str(home), "PATH": path}).start()
+    try:
+        world.alias(f"broken-{tool}", srv)
+        proc = remote(world, "--host", f"broken-{tool}", *TCG, *PORTS, artifacts=tmp_path / "a")
+    finally:
+        srv.stop()
+    assert proc.returncode == 15, proc.stdout + proc.stderr
+    verdict = proc.stdout.strip().splitlines()[-1]
+    assert verdict.startswith(f"FAIL: REMOTE_ERROR: broken-{tool}: {failed}") and verdict.endswith(says), verdict
+    assert "Traceback" not in proc.stderr
+    runs = home / ".cache/aero-virtio-harness/runs"
+    assert not runs.exists() or list(runs.iterdir()) == []  # the run's scratch is removed all the same
+    assert qemu_pids(str(home)) == []
 
 
 def test_unknown_host_key_is_refused_then_accepted_on_request(world, tmp_path):
