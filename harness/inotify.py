@@ -14,7 +14,8 @@ import functools
 import os
 import sys
 import threading
-from typing import Any, Optional, Union
+import time
+from typing import Any, List, Optional, Union
 
 IN_MODIFY = 0x00000002  # a file was written to
 IN_CREATE = 0x00000100  # an entry was created in a watched folder
@@ -57,7 +58,26 @@ class Watch:
         (an RCU grace period: 8 to 16 ms here), so a thread closes it, off the caller's way."""
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
-            threading.Thread(target=os.close, args=(fd,), name="aero-inotify-close", daemon=True).start()
+            closer = threading.Thread(target=os.close, args=(fd,), name="aero-inotify-close", daemon=True)
+            closer.start()
+            with _closing_lock:
+                _closing[:] = [t for t in _closing if t.is_alive()] + [closer]
+
+
+_closing: List[threading.Thread] = []
+_closing_lock = threading.Lock()
+
+
+def settle(timeout: float = 1.0) -> None:
+    """Wait (up to ``timeout`` seconds in all) for the closes started so far: a run leaves no thread behind.
+
+    A run closes its watches while QEMU stops, so by the time it calls this they are usually done.
+    """
+    deadline = time.monotonic() + timeout
+    with _closing_lock:
+        pending, _closing[:] = list(_closing), []
+    for closer in pending:
+        closer.join(max(0.0, deadline - time.monotonic()))
 
 
 def watch(path: Union[str, os.PathLike[str]], mask: int = IN_MODIFY) -> Optional[Watch]:

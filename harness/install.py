@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from harness import interrupt, options
+from harness import inotify, interrupt, options
 from harness.accel import KvmBootError, with_accel_fallback
 from harness.artifacts import prepare_artifacts
 from harness.console import Console
@@ -121,6 +121,7 @@ class Install:
                 partial.unlink()  # a half-installed image is of no use
             if verdict is not None:
                 self._write(artifacts, verdict, info)
+            inotify.settle()
         return verdict
 
     def _attempt(

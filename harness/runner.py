@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from harness import __version__, interrupt, irq, netns, wav
+from harness import __version__, inotify, interrupt, irq, netns, wav
 from harness.accel import kvm_usable, settled, with_accel_fallback
 from harness.actions import Watchdog, ready_handlers
 from harness.artifacts import junit_xml, prepare_artifacts, result_document, write_json
@@ -112,6 +112,7 @@ class Run:
         finally:
             if verdict is not None:
                 self._write(artifacts, verdict)
+            inotify.settle()
         return RunOutcome(verdict, artifacts)
 
     def _probe(self) -> Tuple[str, str]:

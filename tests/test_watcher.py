@@ -57,3 +57,19 @@ def test_a_log_that_appears_later_is_watched_from_its_first_read(tmp_path):
     assert [line.text for line in watcher.read_lines()] == ["Booting from Hard Disk..."]
     assert watcher.fileno() is not None or not sys.platform.startswith("linux")
     watcher.close()
+
+
+def test_a_closed_watch_leaves_no_thread_once_settled(tmp_path):
+    import threading
+
+    from harness import inotify
+
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"")
+    before = threading.active_count()
+    watcher = SerialWatcher(log)
+    watcher.read_lines()
+    assert watcher.fileno() is not None
+    watcher.close()
+    inotify.settle()
+    assert threading.active_count() == before
