@@ -71,7 +71,7 @@ TIMEOUT 0
 LABEL aero
   LINUX /vmlinuz
   INITRD /initrd.gz
-  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1
+  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1 no_timer_check
 """
 
 # (tool, Debian package that provides it)
@@ -402,7 +402,7 @@ TIMEOUT 0
 LABEL install
   LINUX /isolinux/vmlinuz
   INITRD /isolinux/initrd.gz
-  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1 aero.scenario=installer
+  APPEND console=ttyS0,115200 quiet loglevel=3 panic=1 no_timer_check aero.scenario=installer
 """
 
 
