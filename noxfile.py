@@ -13,8 +13,10 @@ Where QEMU N comes from: tools/qemu_builds.py and the README.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import nox
 
@@ -52,6 +54,22 @@ def _must_not_skip() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("AERO_REQUIRE_QEMU") == "1"
 
 
+def _workers() -> Tuple[List[str], Dict[str, str]]:
+    """pytest-xdist arguments for the end-to-end suite, and the environment they need.
+
+    Each guest keeps about one core busy under TCG, so the suite runs on one
+    worker per core (at most 4; ``AERO_TEST_WORKERS=N`` to choose). The tests
+    serve their guests on the default ports, so several workers need a network
+    namespace each (tests/conftest.py), which needs root; without it the suite
+    runs on one worker.
+    """
+    wanted = os.environ.get("AERO_TEST_WORKERS", "")
+    count = int(wanted) if wanted.isdigit() else min(4, os.cpu_count() or 1)
+    if count < 2 or os.geteuid() != 0 or shutil.which("ip") is None:
+        return [], {}
+    return ["-n", str(count), "--dist", "loadfile"], {"AERO_TEST_WORKER_NETNS": "1"}
+
+
 def _qemu_session(major: int):  # type: ignore[no-untyped-def]
     def session_body(session: nox.Session) -> None:
         try:
@@ -64,11 +82,13 @@ def _qemu_session(major: int):  # type: ignore[no-untyped-def]
         if build.major != major:
             session.error(f"{build.binary} is QEMU {build.version}, not {major}.x")
         session.install("-r", "requirements-test.txt")
-        # The fake-QEMU and Wine tests are the same on every QEMU: they run in the first session only.
+        # The fake-QEMU, Wine and host-side tests are the same on every QEMU: they run in the first session only.
         first = major == QEMU_MAJORS_IN_CI[0]
-        selection = ["-m", "e2e or fake or wine", "tests"] if first else ["-m", "not fake", "tests/e2e"]
-        session.run("python", "-m", "pytest", "-ra", *selection, *session.posargs,
-                    env={"AERO_TEST_QEMU": build.binary})
+        selection = ["-m", "e2e or fake or wine", "tests"] if first else ["-m", "not fake and not host_side",
+                                                                         "tests/e2e"]
+        workers, env = _workers()
+        session.run("python", "-m", "pytest", "-ra", *workers, *selection, *session.posargs,
+                    env={"AERO_TEST_QEMU": build.binary, **env})
 
     session_body.__doc__ = f"The end-to-end selftest suite on the test guest, on QEMU {major}.x exactly."
     return session_body

@@ -8,7 +8,12 @@ import select
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.conftest import QEMU, ROOT
+
+# Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
+pytestmark = pytest.mark.host_side
 
 
 def test_live_status_line_on_a_terminal(tmp_path, guest_image):

@@ -23,7 +23,9 @@ import pytest
 from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario
 from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns
 
-pytestmark = pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2")
+# Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
+pytestmark = [pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2"),
+              pytest.mark.host_side]
 
 # In the argv of this module's QEMUs only (a fw_cfg entry the guest ignores): other tests on this
 # machine run remote QEMUs from the same folders.

@@ -20,6 +20,9 @@ import pytest
 from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario, sha256
 from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns, free_port, keygen
 
+# Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
+pytestmark = pytest.mark.host_side
+
 TCG = ["--accel", "tcg"]
 PORTS = ["--http-port", "27280", "--udp-port", "27281"]  # not the defaults, which other test runs here may hold
 

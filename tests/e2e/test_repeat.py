@@ -23,6 +23,9 @@ import pytest
 from harness import netns
 from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, Finished, qemu_pids, scenario, sha256
 
+# Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
+pytestmark = pytest.mark.host_side
+
 needs_namespaces = pytest.mark.skipif(netns.probe_local()[0] is None,
                                       reason="no network namespaces on this machine (unshare -rn)")
 
