@@ -383,7 +383,16 @@ def build(out: Optional[Path] = None, cache_dir: Path = DEFAULT_CACHE, variant: 
             optional.append(name)
         except GuestBuildError as exc:
             log.warning("leaving out %s: %s", name, exc)
-    order = resolve_modules(index, [*WANTED_MODULES, *optional, *variant.modules], builtin)
+    try:
+        order = resolve_modules(index, [*WANTED_MODULES, *optional, *variant.modules], builtin)
+    except GuestBuildError as exc:
+        if variant.modules and any(m in str(exc) for m in variant.modules):
+            raise GuestBuildError(
+                f"{exc} ({' '.join(kpkgs)}): the {variant.name} guest needs a kernel that has it",
+                hint=f"it takes the first of {', '.join(variant.kernel_metapackages)} that apt has "
+                     "(on Debian 12: linux-image-6.12-amd64, from bookworm-security); run apt-get update",
+            ) from exc
+        raise
     busybox = busybox_binary(cache)
 
     out.parent.mkdir(parents=True, exist_ok=True)
