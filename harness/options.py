@@ -348,7 +348,10 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     *_group(
         "build_test_guest", ("build-test-guest",),
-        Option("out", Path, None, "where to write the image", default_help="build/test-guest.qcow2"),
+        Option("out", Path, None, "where to write the image",
+               default_help="build/test-guest.qcow2; with --sound build/test-guest-snd.qcow2"),
+        Option("sound", bool, False, "build the sound guest: a newer kernel with Linux's virtio-snd driver, "
+               "which plays a tone through it, for selftest runs with sound (QEMU 8.2 and later)"),
         Option("installer_iso", Path, None, "also write a CD that plays the Windows installer, for trying "
                "install-win7 (see README)"),
     ),

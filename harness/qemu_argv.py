@@ -41,7 +41,8 @@ class QemuSpec:
     name: str = "aero-selftest"
     # The virtio devices (harness.devices); the default is the contract-v1 set without optional properties.
     devices: Tuple[Device, ...] = field(default_factory=lambda: tuple(attach(DeviceSet(), {})))
-    # With a sound device: where QEMU records what the guest played (else it is discarded).
+    # With a sound device: where QEMU records what the guest played (else it is discarded). The
+    # recording is started over QMP (wavcapture_command), not on the command line: see there.
     audio_wav: Optional[str] = None
     # QEMU's own throw-away overlay (-drive snapshot=on), for a command line a person runs by hand.
     disk_snapshot: bool = False
@@ -81,8 +82,11 @@ def build_argv(spec: QemuSpec) -> List[str]:
         "-netdev", f"user,id={NETDEV_ID}",
     ]
     if any(d.role == "snd" for d in spec.devices):
-        backend = f"wav,id={AUDIODEV_ID},path={keyval(spec.audio_wav)}" if spec.audio_wav else f"none,id={AUDIODEV_ID}"
-        argv += ["-audiodev", backend]
+        # The none backend, not wav: wav has no capture side, so QEMU gives virtio-sound's input
+        # stream no voice ("Could not create a backend for voice `virtio-sound.in'") and a guest's
+        # capture never gets a frame. none plays into nothing and captures silence; the playback
+        # is recorded by wavcapture on the same audiodev.
+        argv += ["-audiodev", f"none,id={AUDIODEV_ID}"]
     for device in spec.devices:
         argv += ["-device", device.device_arg()]
     for index, image in enumerate(spec.cdroms):
@@ -96,6 +100,19 @@ def build_argv(spec: QemuSpec) -> List[str]:
         argv.append("-S")
     argv += list(spec.extra)
     return argv
+
+
+def hmp_string(value: str) -> str:
+    """A value as one argument of an HMP command line: quoted, with its quotes and backslashes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wavcapture_command(path: str) -> str:
+    """The HMP command that records the sound device's playback to ``path`` (48 kHz, 16-bit, stereo).
+
+    Sent before the guest runs (QEMU starts paused); QEMU completes the WAV's header when it exits.
+    """
+    return f"wavcapture {hmp_string(path)} {AUDIODEV_ID} 48000 16 2"
 
 
 def shell_line(argv: Sequence[str]) -> str:

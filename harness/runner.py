@@ -42,7 +42,7 @@ from harness.qemu import (
     qemu_caps,
     qemu_img_for,
 )
-from harness.qemu_argv import QemuSpec, build_argv, shell_line
+from harness.qemu_argv import QemuSpec, build_argv, shell_line, wavcapture_command
 from harness.qmp import QmpError
 from harness.verdict import Tracker, Verdict, failure_verdict
 from harness.watcher import SerialWatcher
@@ -205,6 +205,9 @@ class Run:
             self.console.info(f"note: --accel auto is {known} here (learnt on this boot of the host)")
         elif cfg.accel == "auto":
             self.console.info("note: --accel auto is settled at run time (KVM if it runs guest code here, else TCG)")
+        if cfg.with_virtio_snd:
+            self.console.info("note: a run records the sound with the QEMU monitor command "
+                              f"'{wavcapture_command(str(target / 'virtio-snd.wav'))}' before the guest starts")
         return RunOutcome(Verdict(ExitCode.PASS, "DRY_RUN", "nothing was started"), None)
 
     def _attempt(
@@ -240,6 +243,8 @@ class Run:
             stack.enter_context(vm)
             self._mark("qemu_started")
             self._preflight(vm)
+            if cfg.with_virtio_snd:
+                self._record_sound(vm)
             vm.resume()
             interrupt.checkpoint()
             ctx = Context(vm, self.console)
@@ -318,6 +323,17 @@ class Run:
                 f"QEMU's virtio PCI functions do not match the {self.cfg.profile} profile: " + "; ".join(problems),
                 hint="see README, Devices: --virtio-transitional for early images; check --qemu-arg and --qemu-system",
             )
+
+    def _record_sound(self, vm: QemuProcess) -> None:
+        """Before the guest runs: QEMU records the sound device's playback into the artifacts (HMP wavcapture)."""
+        command = wavcapture_command(str(self.artifacts / "virtio-snd.wav"))
+        try:
+            said = vm.execute("human-monitor-command", {"command-line": command})
+        except QmpError as exc:
+            raise HostError(f"QEMU could not start recording the sound ({command}): {exc}") from exc
+        if isinstance(said, str) and said.strip():  # HMP answers an error in words, a success with nothing
+            raise HostError(f"QEMU could not start recording the sound ({command}): {said.strip()}")
+        self.qemu_info["virtio_snd_recording"] = command
 
     def _absorb(self, ctx: Context) -> None:
         """What the follow loop learnt, kept for result.json."""

@@ -1,6 +1,6 @@
 """Is there sound in a WAV file? Pure over bytes.
 
-QEMU's ``-audiodev wav`` records what the guest played through virtio-snd.
+QEMU records what the guest played through virtio-snd (HMP ``wavcapture``, or ``-audiodev wav``).
 Samples of any common encoding (PCM 8/16/24/32-bit, IEEE float 32/64-bit,
 also inside WAVE_FORMAT_EXTENSIBLE) are measured on the 16-bit scale; the
 guest played something when the peak or the RMS passes its threshold

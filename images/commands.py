@@ -22,14 +22,15 @@ def default_test_guest(console: Console) -> Path:
 
 
 def cmd_build_test_guest(args: argparse.Namespace, console: Console, front: Front) -> int:
-    image = testguest.build(args.out or testguest.DEFAULT_OUT)
+    variant = testguest.SOUND if args.sound else testguest.DEFAULT
+    image = testguest.build(args.out, variant=variant)
     console.info(
         f"built in {image.manifest['build_seconds']} s, {int(image.manifest['size_bytes']) / 2**20:.1f} MiB, "
         f"kernel {image.manifest['kernel']}"
     )
     console.verdict(str(image.path))
     if args.installer_iso:
-        console.verdict(str(testguest.build_installer_iso(args.installer_iso, image.path)))
+        console.verdict(str(testguest.build_installer_iso(args.installer_iso, image.path, variant=variant)))
     return 0
 
 

@@ -7,6 +7,11 @@ protocol on COM1, and ``guest/aero-guest-tool.c`` compiled here with
 ``gcc -static`` for what busybox cannot do (a UDP echo). Everything else comes
 from Debian packages, fetched with ``apt-get download`` and unpacked with
 ``dpkg -x`` into a cache; nothing needs root, loop mounts or the host's ``/boot``.
+
+Two variants: the default guest, on the distribution's own kernel, and the
+sound guest (``build-test-guest --sound``), whose newer kernel has Linux's
+virtio-snd driver (Debian 12's 6.1 has none); it is written to a file of its
+own, so the default guest stays small and quick to boot.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from harness.errors import GuestBuildError, UsageError
 
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 DEFAULT_OUT = REPO_ROOT / "build" / "test-guest.qcow2"
+SOUND_OUT = REPO_ROOT / "build" / "test-guest-snd.qcow2"
 DEFAULT_CACHE = REPO_ROOT / "build" / "cache"
 
 # Modules the init script loads, in this order after their dependencies.
@@ -151,12 +157,31 @@ class PackageCache:
 # Kernel metapackages: Debian's, then Ubuntu's (whose modules live in a
 # separate linux-modules-* package).
 KERNEL_METAPACKAGES = ("linux-image-amd64", "linux-image-virtual")
+# The sound guest's kernel: Debian 12's 6.1 has no virtio-snd driver (CONFIG_SND_VIRTIO
+# came with its 6.12, which Debian 12 carries in its security suite as linux-6.12, the same
+# kernel as bookworm-backports'); Debian 13's own kernel has it.
+SOUND_KERNEL_METAPACKAGES = ("linux-image-6.12-amd64", "linux-image-amd64")
 
 
-def kernel_packages(cache: PackageCache) -> List[str]:
-    """The versioned kernel package(s) behind the distribution's kernel metapackage."""
+@dataclass(frozen=True)
+class Variant:
+    """Which guest: its kernel and the modules it adds to the common ones."""
+
+    name: str
+    kernel_metapackages: Tuple[str, ...]
+    modules: Tuple[str, ...]  # loaded after WANTED_MODULES
+    default_out: Path
+
+
+DEFAULT = Variant("default", KERNEL_METAPACKAGES, (), DEFAULT_OUT)
+# virtio_snd brings snd, snd-pcm, snd-timer and soundcore as its dependencies.
+SOUND = Variant("sound", SOUND_KERNEL_METAPACKAGES, ("virtio_snd",), SOUND_OUT)
+
+
+def kernel_packages(cache: PackageCache, metapackages: Sequence[str] = KERNEL_METAPACKAGES) -> List[str]:
+    """The versioned kernel package(s) behind the first of ``metapackages`` apt knows."""
     errors = []
-    for meta in KERNEL_METAPACKAGES:
+    for meta in metapackages:
         try:
             depends = cache.field(meta, "Depends")
         except GuestBuildError as exc:
@@ -179,7 +204,7 @@ def kernel_packages(cache: PackageCache) -> List[str]:
                 log.info("no %s; going on without it", extra)
         return packages
     raise GuestBuildError(
-        f"no kernel package found ({', '.join(KERNEL_METAPACKAGES)}): {'; '.join(errors)}",
+        f"no kernel package found ({', '.join(metapackages)}): {'; '.join(errors)}",
         hint="run apt-get update, and check that the machine's apt sources are reachable",
     )
 
@@ -276,9 +301,11 @@ class Cpio:
         return self.buf.getvalue()
 
 
-def guest_inputs_digest() -> str:
+def guest_inputs_digest(variant: Variant = DEFAULT) -> str:
     """A hash of everything of ours that goes into the image."""
     h = hashlib.sha256()
+    if variant != DEFAULT:  # the default guest's digest stays what it was
+        h.update(repr((variant.name, variant.kernel_metapackages, variant.modules)).encode())
     for path in sorted(GUEST_DIR.iterdir()) + [Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -327,20 +354,21 @@ def read_manifest(out: Path) -> Optional[Dict[str, str]]:
     return data if isinstance(data, dict) and out.exists() else None
 
 
-def is_current(out: Path) -> bool:
+def is_current(out: Path, variant: Variant = DEFAULT) -> bool:
     manifest = read_manifest(out)
-    return manifest is not None and manifest.get("inputs") == guest_inputs_digest()
+    return manifest is not None and manifest.get("inputs") == guest_inputs_digest(variant)
 
 
-def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImage:
-    """Build the test guest image at ``out`` and return it with its manifest."""
+def build(out: Optional[Path] = None, cache_dir: Path = DEFAULT_CACHE, variant: Variant = DEFAULT) -> GuestImage:
+    """Build the test guest image (``variant``'s, at ``out`` or its default path) and return it with its manifest."""
+    out = out or variant.default_out
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {out} is a directory", hint="give a file name such as build/test-guest.qcow2")
     for name, package in TOOLS:
         _tool(name, package)
     started = time.monotonic()
     cache = PackageCache(cache_dir)
-    kpkgs = kernel_packages(cache)
+    kpkgs = kernel_packages(cache, variant.kernel_metapackages)
     trees = [cache.tree(p) for p in kpkgs]
     vmlinuz = sorted((trees[0] / "boot").glob("vmlinuz-*"))
     if not vmlinuz:
@@ -355,7 +383,16 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
             optional.append(name)
         except GuestBuildError as exc:
             log.warning("leaving out %s: %s", name, exc)
-    order = resolve_modules(index, [*WANTED_MODULES, *optional], builtin)
+    try:
+        order = resolve_modules(index, [*WANTED_MODULES, *optional, *variant.modules], builtin)
+    except GuestBuildError as exc:
+        if variant.modules and any(m in str(exc) for m in variant.modules):
+            raise GuestBuildError(
+                f"{exc} ({' '.join(kpkgs)}): the {variant.name} guest needs a kernel that has it",
+                hint=f"it takes the first of {', '.join(variant.kernel_metapackages)} that apt has "
+                     "(on Debian 12: linux-image-6.12-amd64, from bookworm-security); run apt-get update",
+            ) from exc
+        raise
     busybox = busybox_binary(cache)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,11 +411,12 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
         _run([_tool("qemu-img", "qemu-utils"), "convert", "-c", "-f", "raw", "-O", "qcow2", str(raw), str(tmp_out)])
         tmp_out.replace(out)
     manifest = {
+        "variant": variant.name,
         "kernel_package": " ".join(kpkgs),
         "kernel": vmlinuz[-1].name,
         "busybox": cache.deb("busybox-static").name,
         "modules": " ".join(order),
-        "inputs": guest_inputs_digest(),
+        "inputs": guest_inputs_digest(variant),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": f"{time.monotonic() - started:.1f}",
         "size_bytes": str(out.stat().st_size),
@@ -387,11 +425,12 @@ def build(out: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> GuestImag
     return GuestImage(out, manifest)
 
 
-def ensure(out: Path = DEFAULT_OUT) -> Path:
-    """The default test guest, built first when missing or out of date."""
-    if not is_current(out):
-        log.info("building the test guest at %s", out)
-        build(out)
+def ensure(out: Optional[Path] = None, variant: Variant = DEFAULT) -> Path:
+    """The test guest (by default the default variant's), built first when missing or out of date."""
+    out = out or variant.default_out
+    if not is_current(out, variant):
+        log.info("building the %s test guest at %s", variant.name, out)
+        build(out, variant=variant)
     return out
 
 
@@ -406,7 +445,8 @@ LABEL install
 """
 
 
-def build_installer_iso(out: Path, guest: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE) -> Path:
+def build_installer_iso(out: Path, guest: Path = DEFAULT_OUT, cache_dir: Path = DEFAULT_CACHE,
+                        variant: Variant = DEFAULT) -> Path:
     """A bootable CD that plays the Windows installer for ``invoke install-win7`` tests.
 
     It boots (isolinux) the test guest's own kernel and initramfs with
@@ -415,7 +455,7 @@ def build_installer_iso(out: Path, guest: Path = DEFAULT_OUT, cache_dir: Path = 
     """
     import pycdlib
 
-    ensure(guest)
+    ensure(guest, variant)
     cache = PackageCache(cache_dir)
     isolinux_bin = cache.tree("isolinux") / "usr" / "lib" / "ISOLINUX" / "isolinux.bin"
     ldlinux = cache.tree("syslinux-common") / "usr" / "lib" / "syslinux" / "modules" / "bios" / "ldlinux.c32"

@@ -193,9 +193,22 @@ def test_the_guests_playback_must_be_heard(tmp_path, tiny_disk, audio, code, tok
     assert ran.code == code, ran.out + ran.err
     assert ran.result["token"] == token
     argv = ran.result["qemu"]["argv"]
-    assert f"wav,id=snd0,path={ran.artifacts / 'virtio-snd.wav'}" in argv
+    # The none backend (wav has no capture side) and the playback recorded by wavcapture, started
+    # before the guest runs.
+    assert "none,id=snd0" in argv
     assert any(a.startswith("virtio-sound-pci,audiodev=snd0,id=aero_virtio_snd0,disable-legacy=on") for a in argv)
+    hmp = ran.commands("human-monitor-command")
+    wav_path = ran.artifacts / "virtio-snd.wav"
+    assert [c["arguments"]["command-line"] for c in hmp] == [f'wavcapture "{wav_path}" snd0 48000 16 2']
+    assert hmp[0]["t"] < ran.commands("cont")[0]["t"]
     assert (ran.artifacts / "virtio-snd.wav").stat().st_size > 44
+
+
+def test_a_recording_qemu_refuses_is_a_host_error(tmp_path, tiny_disk):
+    ran = run(tmp_path, tiny_disk, "--with-virtio-snd", version="10.0.2", serial=sound_guest(),
+              blocked_commands=["human-monitor-command"])
+    assert ran.code == 5 and "FAIL: HOST_ERROR: QEMU could not start recording the sound (wavcapture " in ran.out
+    assert ran.commands("cont") == []
 
 
 def test_sound_on_a_qemu_before_8_2_stops_before_boot(tmp_path, tiny_disk):

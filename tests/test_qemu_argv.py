@@ -1,7 +1,7 @@
 import shlex
 
 from harness.devices import DeviceSet, attach
-from harness.qemu_argv import QemuSpec, build_argv, keyval, shell_line
+from harness.qemu_argv import QemuSpec, build_argv, hmp_string, keyval, shell_line, wavcapture_command
 
 
 def spec(**kw):
@@ -78,3 +78,18 @@ def test_a_run_of_a_repeat_offers_its_number_through_fw_cfg():
 
     assert [k for k, _ in fw_cfg_hints(SelftestConfig())] == ["opt/aero/http_url", "opt/aero/udp_port"]
     assert ("opt/aero/run_index", "7") in fw_cfg_hints(SelftestConfig(run_index=7))
+
+
+def test_sound_uses_the_none_backend_and_records_with_wavcapture():
+    # wav has no capture side: QEMU would give virtio-sound's input stream no voice.
+    sound = tuple(attach(DeviceSet(sound=True), {}))
+    argv = build_argv(spec(devices=sound, audio_wav="/a/virtio-snd.wav"))
+    assert value_after(argv, "-audiodev", "") == "none,id=snd0"
+    assert "/a/virtio-snd.wav" not in " ".join(argv)
+    assert "-audiodev" not in build_argv(spec())
+    assert wavcapture_command("/a b/x.wav") == 'wavcapture "/a b/x.wav" snd0 48000 16 2'
+
+
+def test_hmp_string_quotes_and_escapes():
+    assert hmp_string('/a "b"\\c') == '"/a \\"b\\"\\\\c"'
+    assert shlex.split(hmp_string('/a "b"\\c')) == ['/a "b"\\c']

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from images import testguest
 from images.testguest import Cpio, GuestBuildError, build_guest_tool, module_depends, resolve_modules
 
 
@@ -252,3 +253,40 @@ def test_guest_tool_evdev_usage(guest_tool, args):
     proc = subprocess.run([guest_tool, "evdev", *args], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "aero-guest-tool evdev input-events KEYBOARD MOUSE" in proc.stderr
+
+
+# --- aero-guest-tool snd: the PCM ioctls need a real ALSA device (the sound guest's e2e test,
+# tests/e2e/test_sound.py); here its arguments and its failures on what is not a PCM.
+
+@pytest.mark.parametrize("args", [(), ("play", "/dev/null", "1"), ("play", "/dev/null", "0", "tone"),
+                                  ("play", "/dev/null", "1", "noise"), ("capture", "/dev/null"),
+                                  ("duplex", "/dev/null", "/dev/null", "1"), ("record", "/dev/null", "1")])
+def test_guest_tool_snd_usage(guest_tool, args):
+    proc = subprocess.run([guest_tool, "snd", *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "aero-guest-tool snd play PCM SECONDS tone|silence" in proc.stderr
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["play", "/nonexistent/pcmC0D0p", "1", "tone"], "reason=playback_open_failed|err=2"),
+    (["play", "/dev/null", "1", "silence"], "reason=playback_hw_params_failed|err=25"),
+    (["capture", "/dev/null", "1"], "reason=capture_hw_params_failed|err=25"),
+    (["duplex", "/dev/null", "/nonexistent", "1", "tone"], "reason=playback_hw_params_failed|err=25"),
+])
+def test_guest_tool_snd_names_what_failed(guest_tool, args, reason):
+    proc = subprocess.run([guest_tool, "snd", *args], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("frames=0|" if args[0] == "play" else ("method=alsa|frames=0|" if args[0] == "capture"
+                                                                         else "frames=0|captured_frames=0|"))
+    assert proc.stdout.rstrip("\n").endswith(reason) and "|rate=48000|channels=2|format=s16le|" in proc.stdout
+
+
+def test_the_sound_guest_is_a_variant_of_its_own():
+    assert testguest.SOUND.default_out.name == "test-guest-snd.qcow2"
+    assert testguest.DEFAULT.default_out == testguest.DEFAULT_OUT
+    assert "virtio_snd" in testguest.SOUND.modules and not testguest.DEFAULT.modules
+    assert testguest.guest_inputs_digest(testguest.SOUND) != testguest.guest_inputs_digest(testguest.DEFAULT)
+    init = (Path(__file__).parent.parent / "images" / "guest" / "init").read_text()
+    for needle in ("TEST|virtio-snd|$status|", "TEST|virtio-snd-capture|$status|", "TEST|virtio-snd-duplex|$status|",
+                   "silent-snd", "aero-guest-tool snd play"):
+        assert needle in init

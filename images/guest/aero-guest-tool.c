@@ -6,6 +6,9 @@
  *   aero-guest-tool evdev input-events KEYBOARD MOUSE [modifiers] [buttons] [wheel]
  *   aero-guest-tool evdev input-media-keys KEYBOARD
  *   aero-guest-tool evdev input-tablet-events TABLET
+ *   aero-guest-tool snd play PCM SECONDS tone|silence
+ *   aero-guest-tool snd capture PCM SECONDS
+ *   aero-guest-tool snd duplex PLAYBACK_PCM CAPTURE_PCM SECONDS tone|silence
  *
  * udp-echo sends one datagram of each SIZE (bytes 0, 1, 2, ... 255, 0, ...) to
  * HOST:PORT and waits up to 2 s for it to come back unchanged, as the Windows
@@ -24,6 +27,14 @@
  * one write each, on stdout (init points it at COM1). Exit 0 when the test and
  * every requested sub-test passed (or a tablet test was skipped for want of a
  * tablet), 1 when not, 2 on a usage error.
+ *
+ * snd plays and records through an ALSA PCM device node (/dev/snd/pcmC0D0p,
+ * ...c) with the kernel's own ioctls, as busybox has no aplay: 48 kHz, 16-bit,
+ * stereo, interleaved. play writes SECONDS of a 440 Hz tone at about a third
+ * of full scale (or of zeros: "silence") and drains it; capture reads SECONDS
+ * of frames; duplex does both at once on two devices. It prints one line of
+ * marker fields ("frames=48000|..."; with "reason=..." when it failed) and
+ * exits 0 when every frame went through, 1 when not, 2 on a usage error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +42,7 @@
 #include <linux/input.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sound/asound.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +61,10 @@ static int usage(void)
             "usage: aero-guest-tool udp-echo HOST PORT SIZE...\n"
             "       aero-guest-tool evdev input-events KEYBOARD MOUSE [modifiers] [buttons] [wheel]\n"
             "       aero-guest-tool evdev input-media-keys KEYBOARD\n"
-            "       aero-guest-tool evdev input-tablet-events TABLET\n");
+            "       aero-guest-tool evdev input-tablet-events TABLET\n"
+            "       aero-guest-tool snd play PCM SECONDS tone|silence\n"
+            "       aero-guest-tool snd capture PCM SECONDS\n"
+            "       aero-guest-tool snd duplex PLAYBACK_PCM CAPTURE_PCM SECONDS tone|silence\n");
     return 2;
 }
 
@@ -648,11 +663,299 @@ static int evdev_test(int argc, char **argv)
     return usage();
 }
 
+/* --- snd: ALSA PCM through its ioctls (<sound/asound.h>) --------------- */
+
+#define SND_RATE 48000
+#define SND_CHANNELS 2
+/* 440 Hz at about a third of full scale: far above the host's silence thresholds. */
+#define SND_TONE_HZ 440.0
+#define SND_TONE_AMPLITUDE 10000.0
+/* A capture sample above this counts as sound (16-bit scale), as the host's peak threshold. */
+#define SND_NON_SILENCE 200
+
+struct pcm {
+    const char *path;
+    int fd;
+    int capture;
+    unsigned long period_frames;
+    unsigned long buffer_frames;
+    unsigned long frames; /* moved so far */
+    unsigned long wanted;
+    int xruns;
+    int peak; /* the largest absolute sample moved */
+};
+
+static void hw_any(struct snd_pcm_hw_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    for (int i = SNDRV_PCM_HW_PARAM_FIRST_MASK; i <= SNDRV_PCM_HW_PARAM_LAST_MASK; i++)
+        memset(&p->masks[i - SNDRV_PCM_HW_PARAM_FIRST_MASK], 0xff, sizeof(struct snd_mask));
+    for (int i = SNDRV_PCM_HW_PARAM_FIRST_INTERVAL; i <= SNDRV_PCM_HW_PARAM_LAST_INTERVAL; i++) {
+        struct snd_interval *iv = &p->intervals[i - SNDRV_PCM_HW_PARAM_FIRST_INTERVAL];
+        iv->min = 0;
+        iv->max = ~0U;
+    }
+    p->rmask = ~0U;
+    p->info = ~0U;
+}
+
+static void hw_mask(struct snd_pcm_hw_params *p, int param, unsigned int value)
+{
+    struct snd_mask *m = &p->masks[param - SNDRV_PCM_HW_PARAM_FIRST_MASK];
+    memset(m, 0, sizeof(*m));
+    m->bits[value >> 5] |= 1U << (value & 31);
+}
+
+static void hw_range(struct snd_pcm_hw_params *p, int param, unsigned int min, unsigned int max)
+{
+    struct snd_interval *iv = &p->intervals[param - SNDRV_PCM_HW_PARAM_FIRST_INTERVAL];
+    iv->min = min;
+    iv->max = max;
+    iv->openmin = iv->openmax = iv->empty = 0;
+    iv->integer = 1;
+}
+
+static unsigned int hw_value(const struct snd_pcm_hw_params *p, int param)
+{
+    return p->intervals[param - SNDRV_PCM_HW_PARAM_FIRST_INTERVAL].min;
+}
+
+/* Open and set up one PCM; on failure, a reason in f. */
+static int pcm_open(struct pcm *d, const char *path, int capture, unsigned long wanted, struct failure *f)
+{
+    struct snd_pcm_hw_params p;
+    memset(d, 0, sizeof(*d));
+    d->path = path;
+    d->capture = capture;
+    d->wanted = wanted;
+    d->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (d->fd < 0) {
+        fail(f, capture ? "capture" : "playback", "open", errno);
+        return -1;
+    }
+    /* Periods of 20 ms to 100 ms, at most 400 ms buffered: few interrupts under TCG.
+     * The kernel picks the smallest period and the largest buffer within them. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        hw_any(&p);
+        hw_mask(&p, SNDRV_PCM_HW_PARAM_ACCESS, SNDRV_PCM_ACCESS_RW_INTERLEAVED);
+        hw_mask(&p, SNDRV_PCM_HW_PARAM_FORMAT, SNDRV_PCM_FORMAT_S16_LE);
+        hw_mask(&p, SNDRV_PCM_HW_PARAM_SUBFORMAT, SNDRV_PCM_SUBFORMAT_STD);
+        hw_range(&p, SNDRV_PCM_HW_PARAM_CHANNELS, SND_CHANNELS, SND_CHANNELS);
+        hw_range(&p, SNDRV_PCM_HW_PARAM_RATE, SND_RATE, SND_RATE);
+        if (attempt == 0) {
+            hw_range(&p, SNDRV_PCM_HW_PARAM_PERIOD_SIZE, SND_RATE / 50, SND_RATE / 10);
+            hw_range(&p, SNDRV_PCM_HW_PARAM_BUFFER_SIZE, SND_RATE / 25, SND_RATE * 2 / 5);
+        }
+        if (ioctl(d->fd, SNDRV_PCM_IOCTL_HW_PARAMS, &p) == 0)
+            break;
+        if (attempt == 1) {
+            fail(f, capture ? "capture" : "playback", "hw_params", errno);
+            return -1;
+        }
+    }
+    d->period_frames = hw_value(&p, SNDRV_PCM_HW_PARAM_PERIOD_SIZE);
+    d->buffer_frames = hw_value(&p, SNDRV_PCM_HW_PARAM_BUFFER_SIZE);
+    if (ioctl(d->fd, SNDRV_PCM_IOCTL_PREPARE) < 0) {
+        fail(f, capture ? "capture" : "playback", "prepare", errno);
+        return -1;
+    }
+    if (capture && ioctl(d->fd, SNDRV_PCM_IOCTL_START) < 0) {
+        fail(f, "capture", "start", errno);
+        return -1;
+    }
+    return 0;
+}
+
+/* The tone: a sine by rotating a unit vector each sample (no libm in the static tool). */
+struct tone {
+    double c, s, x, y;
+    int silent;
+};
+
+static void tone_init(struct tone *t, int silent)
+{
+    double w = 2.0 * 3.14159265358979323846 * SND_TONE_HZ / SND_RATE;
+    double w2 = w * w;
+    t->c = 1.0 - w2 / 2.0 + w2 * w2 / 24.0 - w2 * w2 * w2 / 720.0;
+    t->s = w - w * w2 / 6.0 + w * w2 * w2 / 120.0 - w * w2 * w2 * w2 / 5040.0;
+    t->x = 1.0;
+    t->y = 0.0;
+    t->silent = silent;
+}
+
+static void tone_fill(struct tone *t, short *buf, unsigned long frames)
+{
+    for (unsigned long i = 0; i < frames; i++) {
+        double x = t->x * t->c - t->y * t->s;
+        double y = t->x * t->s + t->y * t->c;
+        t->x = x;
+        t->y = y;
+        short v = t->silent ? 0 : (short)(y * SND_TONE_AMPLITUDE);
+        for (int ch = 0; ch < SND_CHANNELS; ch++)
+            buf[i * SND_CHANNELS + ch] = v;
+    }
+}
+
+static void pcm_peak(struct pcm *d, const short *buf, unsigned long frames)
+{
+    for (unsigned long i = 0; i < frames * SND_CHANNELS; i++) {
+        int v = buf[i] < 0 ? -buf[i] : buf[i];
+        if (v > d->peak)
+            d->peak = v;
+    }
+}
+
+/* Move what the device takes or gives now; -1 with a reason on a hard error. */
+static int pcm_pump(struct pcm *d, struct tone *t, short *buf, unsigned long chunk, struct failure *f)
+{
+    unsigned long left = d->wanted - d->frames;
+    if (left > chunk)
+        left = chunk;
+    if (left == 0)
+        return 0;
+    struct snd_xferi x = {.buf = buf, .frames = (snd_pcm_uframes_t)left};
+    if (!d->capture)
+        tone_fill(t, buf, left); /* the tone's phase goes on only with what is written */
+    int rc = ioctl(d->fd, d->capture ? SNDRV_PCM_IOCTL_READI_FRAMES : SNDRV_PCM_IOCTL_WRITEI_FRAMES, &x);
+    if (rc < 0 && errno == EPIPE) {
+        /* An underrun or overrun: count it and go on, as an audio client would. */
+        d->xruns++;
+        if (ioctl(d->fd, SNDRV_PCM_IOCTL_PREPARE) < 0 ||
+            (d->capture && ioctl(d->fd, SNDRV_PCM_IOCTL_START) < 0)) {
+            fail(f, d->capture ? "capture" : "playback", "xrun_recovery", errno);
+            return -1;
+        }
+        rc = 0;
+        x.result = 0;
+    }
+    if (rc < 0 && errno != EAGAIN && errno != EINTR) {
+        fail(f, d->capture ? "capture" : "playback", d->capture ? "read" : "write", errno);
+        return -1;
+    }
+    if (rc < 0)
+        x.result = 0;
+    if (!d->capture && (unsigned long)x.result < left) {
+        /* Take the tone back to where the device stopped taking it. */
+        for (unsigned long i = (unsigned long)x.result; i < left; i++) {
+            double x0 = t->x * t->c + t->y * t->s;
+            double y0 = -t->x * t->s + t->y * t->c;
+            t->x = x0;
+            t->y = y0;
+        }
+    }
+    pcm_peak(d, buf, (unsigned long)x.result);
+    d->frames += (unsigned long)x.result;
+    return 0;
+}
+
+static void pcm_close(struct pcm *d)
+{
+    if (d->fd >= 0)
+        close(d->fd);
+    d->fd = -1;
+}
+
+static int snd_test(int argc, char **argv)
+{
+    const char *play_path = NULL, *cap_path = NULL, *sound = "tone";
+    const char *seconds_arg;
+    if (argc == 4 && strcmp(argv[0], "play") == 0) {
+        play_path = argv[1];
+        seconds_arg = argv[2];
+        sound = argv[3];
+    } else if (argc == 3 && strcmp(argv[0], "capture") == 0) {
+        cap_path = argv[1];
+        seconds_arg = argv[2];
+    } else if (argc == 5 && strcmp(argv[0], "duplex") == 0) {
+        play_path = argv[1];
+        cap_path = argv[2];
+        seconds_arg = argv[3];
+        sound = argv[4];
+    } else {
+        return usage();
+    }
+    int seconds = atoi(seconds_arg);
+    if (seconds <= 0 || seconds > 60 || (strcmp(sound, "tone") != 0 && strcmp(sound, "silence") != 0))
+        return usage();
+    unsigned long wanted = (unsigned long)seconds * SND_RATE;
+    struct failure f = {"", 0};
+    struct pcm play = {.fd = -1}, cap = {.fd = -1};
+    struct tone t;
+    tone_init(&t, strcmp(sound, "silence") == 0);
+    static short play_buf[SND_RATE * SND_CHANNELS], cap_buf[SND_RATE * SND_CHANNELS];
+    long long started = now_ms();
+    if (play_path)
+        pcm_open(&play, play_path, 0, wanted, &f);
+    if (!f.reason[0] && cap_path)
+        pcm_open(&cap, cap_path, 1, wanted, &f);
+    /* Real time plus 10 s: a device that stops moving frames fails, it does not hang. */
+    long long deadline = started + (long long)seconds * 1000 + 10000;
+    while (!f.reason[0] && ((play_path && play.frames < play.wanted) || (cap_path && cap.frames < cap.wanted))) {
+        struct pollfd pfd[2];
+        int n = 0;
+        if (play_path && play.frames < play.wanted)
+            pfd[n++] = (struct pollfd){.fd = play.fd, .events = POLLOUT};
+        if (cap_path && cap.frames < cap.wanted)
+            pfd[n++] = (struct pollfd){.fd = cap.fd, .events = POLLIN};
+        long long left = deadline - now_ms();
+        if (left <= 0) {
+            /* playback_timeout / capture_timeout: the device stopped taking or giving frames. */
+            snprintf(f.reason, sizeof(f.reason), "%s_timeout",
+                     play_path && play.frames < play.wanted ? "playback" : "capture");
+            f.err = ETIMEDOUT;
+            break;
+        }
+        if (poll(pfd, (nfds_t)n, (int)(left < 200 ? left : 200)) < 0 && errno != EINTR) {
+            fail(&f, "pcm", "poll", errno);
+            break;
+        }
+        if (play_path && pcm_pump(&play, &t, play_buf, SND_RATE / 10, &f) < 0)
+            break;
+        if (cap_path && pcm_pump(&cap, &t, cap_buf, SND_RATE / 10, &f) < 0)
+            break;
+    }
+    if (!f.reason[0] && play_path) {
+        /* Every written frame reaches the device before the test says PASS. */
+        int flags = fcntl(play.fd, F_GETFL);
+        if (flags < 0 || fcntl(play.fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ||
+            ioctl(play.fd, SNDRV_PCM_IOCTL_DRAIN) < 0)
+            fail(&f, "playback", "drain", errno);
+    }
+    long long elapsed = now_ms() - started;
+    pcm_close(&play);
+    pcm_close(&cap);
+
+    char out[512];
+    int n = 0;
+    if (play_path && cap_path)
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "frames=%lu|captured_frames=%lu|non_silence=%d",
+                      play.frames, cap.frames, cap.peak > SND_NON_SILENCE);
+    else if (play_path)
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "frames=%lu", play.frames);
+    else
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "method=alsa|frames=%lu|non_silence=%d|silence_only=%d",
+                      cap.frames, cap.peak > SND_NON_SILENCE, cap.peak <= SND_NON_SILENCE);
+    n += snprintf(out + n, sizeof(out) - (size_t)n, "|rate=%d|channels=%d|format=s16le", SND_RATE, SND_CHANNELS);
+    if (play_path)
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "|sound=%s|peak=%d|period_frames=%lu|buffer_frames=%lu|underruns=%d",
+                      sound, play.peak, play.period_frames, play.buffer_frames, play.xruns);
+    if (cap_path)
+        n += snprintf(out + n, sizeof(out) - (size_t)n, "|capture_peak=%d|capture_period_frames=%lu|overruns=%d",
+                      cap.peak, cap.period_frames, cap.xruns);
+    n += snprintf(out + n, sizeof(out) - (size_t)n, "|elapsed_ms=%lld", elapsed);
+    if (f.reason[0])
+        snprintf(out + n, sizeof(out) - (size_t)n, "|reason=%s|err=%d", f.reason, f.err);
+    printf("%s\n", out);
+    return f.reason[0] ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "udp-echo") == 0)
         return udp_echo(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "evdev") == 0)
         return evdev_test(argc - 2, argv + 2);
+    if (argc >= 2 && strcmp(argv[1], "snd") == 0)
+        return snd_test(argc - 2, argv + 2);
     return usage();
 }
