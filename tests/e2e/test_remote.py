@@ -216,12 +216,14 @@ def start_hanging_remote(world: SSHWorld, artifacts: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "harness", "remote-selftest", "--ssh-config", str(world.ssh_config),
             "--host", "kvm01", "--qemu-system", QEMU, "--artifacts", str(artifacts), "--disk", str(TEST_GUEST), *TCG,
             *scenario("hang")]
+    # A QEMU of an earlier test may still be on its way out: only one started after this run counts.
+    earlier = set(qemu_pids(REMOTE_RUNS))
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not qemu_pids(REMOTE_RUNS):
+    while time.monotonic() < deadline and not set(qemu_pids(REMOTE_RUNS)) - earlier:
         time.sleep(0.2)
-    if not qemu_pids(REMOTE_RUNS):
+    if not set(qemu_pids(REMOTE_RUNS)) - earlier:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(f"the remote QEMU never started: {proc.communicate()}")
     return proc
