@@ -150,7 +150,9 @@ def probe(qemu: str, timeout: float = PROBE_TIMEOUT, accel: str = "kvm") -> Opti
     text = said.decode(errors="replace").strip()
     if proc.returncode == (PROBE_EXIT << 1) | 1:
         return True
-    if BROKEN_SAYS in text or "kvm" in text.lower():
+    # Only KVM's own verdict on guest code is remembered: a KVM that cannot start a VM now (busy with
+    # another hypervisor, out of memory or descriptors) may start one later, so that is "cannot tell".
+    if BROKEN_SAYS in text:
         log.debug("KVM probe: %s", text[-300:])
         return False
     log.debug("KVM probe inconclusive (exit %s): %s", proc.returncode, text[-300:])

@@ -113,3 +113,24 @@ def test_the_probe_firmware_fits_its_rom():
     image = accel.probe_firmware()
     assert len(image) == 0x10000
     assert image[0xFFF0:0xFFF5] == bytes.fromhex("ea000000f0")  # the reset vector jumps to f000:0000
+
+
+def _qemu_saying(tmp_path, text, stay_up):
+    script = tmp_path / "qemu-system-x86_64"
+    script.write_text(f"#!/bin/sh\necho '{text}' >&2\n" + ("sleep 30\n" if stay_up else "exit 1\n"))
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_kvm_that_stops_guest_code_is_broken(tmp_path):
+    qemu = _qemu_saying(tmp_path, "KVM internal error. Suberror: 1", stay_up=True)
+    assert accel.probe(qemu, timeout=10) is False
+
+
+@pytest.mark.parametrize("text", [
+    "ioctl(KVM_CREATE_VM) failed: 16 Device or resource busy",  # another hypervisor holds VT-x for now
+    "qemu-system-x86_64: failed to initialize kvm: Cannot allocate memory",
+])
+def test_a_kvm_that_cannot_start_a_vm_now_is_not_judged(tmp_path, text):
+    """Not remembered as broken: the same KVM may start a VM a minute later."""
+    assert accel.probe(_qemu_saying(tmp_path, text, stay_up=False), timeout=10) is None
