@@ -179,13 +179,14 @@ def disk_or_default(disk: Optional[Path], front: Front, console: Console) -> Pat
 
 
 def cmd_selftest(args: argparse.Namespace, console: Console, front: Front) -> int:
-    from harness.repeat import run_repeat
     from harness.runner import run_selftest
 
     _guard_session(args)
     cfg = config_from_args(args)
     cfg.validate()  # every other mistake first: building the test guest takes a while
     if cfg.repeat > 1:
+        from harness.repeat import run_repeat  # a single run does without its imports (statistics, ...)
+
         cfg = dataclasses.replace(cfg, disk=disk_or_default(cfg.disk, front, console))
         return run_repeat(cfg, options.repeat_argv(args), console)
     if not cfg.dry_run or front.default_disk is not None:

@@ -287,9 +287,9 @@ class QemuProcess:
                 raise QemuLaunchError(f"cannot start {self.argv[0]}: {exc}") from exc
             self._exit = ExitWatch(self.proc)
         deadline = Deadline(connect_timeout)
-        self._wait_for_socket(deadline)
-        qmp = Qmp(str(self.qmp_socket))
+        qmp = Qmp(str(self.qmp_socket))  # its first use imports the QMP library: while QEMU starts
         self.qmp = qmp  # closed by stop(), also when connecting fails
+        self._wait_for_socket(deadline)
         with interrupt.held():
             try:
                 self._connect(qmp, deadline)

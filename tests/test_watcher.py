@@ -66,10 +66,9 @@ def test_a_closed_watch_leaves_no_thread_once_settled(tmp_path):
 
     log = tmp_path / "serial.log"
     log.write_bytes(b"")
-    before = threading.active_count()
     watcher = SerialWatcher(log)
     watcher.read_lines()
     assert watcher.fileno() is not None
     watcher.close()
     inotify.settle()
-    assert threading.active_count() == before
+    assert [t for t in threading.enumerate() if t.name == "aero-inotify-close"] == []
