@@ -114,17 +114,20 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
     Remembered by the binary's identity (``hostcache.file_identity``): a known
     build answers without starting QEMU at all. A wrapper script can run
     another QEMU without changing itself, so for a script the version is asked
-    every time and is part of the key.
+    every time and is part of the key. So is ``$QEMU_MODULE_DIR`` (the modules of
+    an unpacked build, see tools/qemu_builds.py), which decides what devices it has.
     """
     version = qemu_version(qemu) if _is_script(qemu) else None
     key = hostcache.file_identity(qemu) + (f"|{version}" if version else "")
+    modules = os.environ.get("QEMU_MODULE_DIR")
+    if modules:  # the folder QEMU loads device modules from: another folder (or new contents), other devices
+        try:
+            key += f"|modules={hostcache.file_identity(modules)}"
+        except OSError:  # no such folder: its name alone
+            key += f"|modules={modules}"
     cache = hostcache.load(CAPS_FILE)
-    entry = cache.get(key)
-    # An entry another version of the harness wrote (the cache is per user) may have another shape.
-    if not (isinstance(entry, dict) and isinstance(entry.get("version"), str)
-            and isinstance(entry.get("properties"), dict)
-            and isinstance(entry.get("absent"), list) and isinstance(entry.get("has_action"), bool)):
-        entry = {}
+    found: Any = cache.get(key)
+    entry: Dict[str, Any] = found if _well_formed(found) else {}
     if not entry or not all(d in entry["properties"] or d in entry["absent"] for d in drivers):
         version = version or qemu_version(qemu)  # also refuses a program that is no QEMU
         known = dict(entry.get("properties", {}))
@@ -151,6 +154,19 @@ def qemu_caps(qemu: str, drivers: Iterable[str]) -> QemuCaps:
         devices=frozenset(entry["properties"]),
         properties={k: frozenset(v) for k, v in entry["properties"].items()},
     )
+
+
+def _well_formed(entry: Any) -> bool:
+    """Whether a cache entry has the shape ``qemu_caps`` writes: another version of the harness (the
+    cache is per user) or a damaged file may hold anything."""
+
+    def strings(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    return (isinstance(entry, dict) and isinstance(entry.get("version"), str)
+            and isinstance(entry.get("has_action"), bool) and strings(entry.get("absent"))
+            and isinstance(entry.get("properties"), dict)
+            and all(isinstance(name, str) and strings(props) for name, props in entry["properties"].items()))
 
 
 def _is_script(path: str) -> bool:

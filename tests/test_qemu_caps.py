@@ -30,6 +30,46 @@ def test_a_cache_entry_written_by_another_harness_version_is_probed_again(tmp_pa
         assert set(json.loads(cache_file.read_text())[key]) == {"version", "has_action", "absent", "properties"}
 
 
+@pytest.mark.parametrize("damage", [
+    {"properties": {"virtio-net-pci": 5}},
+    {"properties": {"virtio-net-pci": "vectors"}},
+    {"properties": {"virtio-net-pci": [1, 2]}},
+    {"absent": [["no-such-device"]]},
+    {"absent": "no-such-device"},
+    {"has_action": 1},
+])
+def test_a_cache_entry_with_a_value_of_another_shape_is_probed_again(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    drivers = [*DRIVERS, "no-such-device"]
+    caps = qemu_caps(str(FAKE_QEMU), drivers)
+    assert "no-such-device" not in caps.devices
+    cache_file = tmp_path / "aero-virtio-harness" / "qemu-caps.json"
+    cache = json.loads(cache_file.read_text())
+    (key,) = cache
+    cache[key].update(damage)
+    cache_file.write_text(json.dumps(cache))
+    assert qemu_caps(str(FAKE_QEMU), drivers) == caps
+    assert json.loads(cache_file.read_text())[key]["absent"] == ["no-such-device"]
+
+
+def test_another_module_folder_is_another_build(tmp_path, monkeypatch):
+    """An unpacked QEMU loads its device modules from $QEMU_MODULE_DIR: another folder, other devices."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("QEMU_MODULE_DIR", raising=False)
+    probed = []
+    real = qemu._probe
+    monkeypatch.setattr(qemu, "_probe", lambda argv, *a: probed.append(argv[1]) or real(argv, *a))
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    qemu_caps(str(FAKE_QEMU), ["virtio-net-pci"])
+    monkeypatch.setenv("QEMU_MODULE_DIR", str(modules))
+    for _ in range(2):
+        qemu_caps(str(FAKE_QEMU), ["virtio-net-pci"])
+    (modules / "hw-display-virtio-gpu.so").write_bytes(b"")  # the folder changed: asked again
+    qemu_caps(str(FAKE_QEMU), ["virtio-net-pci"])
+    assert probed.count("-device") == 3
+
+
 @pytest.mark.skipif(QEMU is None, reason="QEMU is not installed")
 def test_a_known_build_answers_without_starting_qemu(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
