@@ -207,12 +207,15 @@ class FirmwareWatch(Handler):
 
     def on_tick(self, ctx: Context) -> Optional[Verdict]:
         self.last_read = time.monotonic()
-        for line in self.watcher.read_lines():
-            if self.SAYS in line.text:
-                return Verdict(ExitCode.QEMU_EXITED, "NO_BOOTABLE_DEVICE",
-                               "the firmware found no bootable device on the disk (see firmware.log and screen.png); "
-                               "is --disk a bootable guest image?")
-        return None
+        # All that is new, not one chunk: nothing wakes the loop for the rest until the firmware writes again.
+        while True:
+            for line in self.watcher.read_lines():
+                if self.SAYS in line.text:
+                    return Verdict(ExitCode.QEMU_EXITED, "NO_BOOTABLE_DEVICE",
+                                   "the firmware found no bootable device on the disk (see firmware.log and "
+                                   "screen.png); is --disk a bootable guest image?")
+            if not self.watcher.more:
+                return None
 
     def close(self) -> None:
         self.watcher.close()

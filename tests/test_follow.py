@@ -16,7 +16,7 @@ import pytest
 
 from harness.console import Console
 from harness.deadline import Deadline
-from harness.follow import BURST, POLL, Handler, _sleep
+from harness.follow import BURST, POLL, FirmwareWatch, Handler, _sleep
 from tests.fakeqemu import FAKE_QEMU, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +88,17 @@ def test_a_talking_guest_is_read_every_burst_interval_and_without_inotify_every_
     assert SERIAL not in fds and timeout <= BURST
     fds, timeout = _sleep(None, 0.0, [], Console(live=False), Deadline(600))
     assert timeout == pytest.approx(POLL, abs=0.01)
+
+
+def test_the_firmware_watch_reads_all_that_is_new_at_one_wake_up(tmp_path):
+    """Woken once for 70 KB (more than one read), it still sees the last line: nothing wakes it for the rest."""
+    log = tmp_path / "firmware.log"
+    log.write_bytes(b"SeaBIOS (version 1.16.3)\n")
+    watch = FirmwareWatch(log)
+    assert watch.on_tick(None) is None
+    with open(log, "ab") as f:
+        f.write(b"Booting from Hard Disk...\n" * 2800 + b"No bootable device.\n")
+    assert log.stat().st_size > 64 * 1024
+    verdict = watch.on_tick(None)
+    watch.close()
+    assert verdict is not None and verdict.token == "NO_BOOTABLE_DEVICE"
