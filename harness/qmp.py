@@ -125,18 +125,22 @@ class Qmp:
             if not woken.done():
                 woken.set_result(None)
 
-        for fd in fds:
-            loop.add_reader(fd, on_readable, fd)
-        event = asyncio.ensure_future(self._client.events.get())
+        added: List[int] = []  # if one fd is refused (closed), the ones before it must not stay registered
+        event: Optional[asyncio.Future[Any]] = None
         try:
+            for fd in fds:
+                loop.add_reader(fd, on_readable, fd)
+                added.append(fd)
+            event = asyncio.ensure_future(self._client.events.get())
             await asyncio.wait([woken, event], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for fd in fds:
+            for fd in added:
                 loop.remove_reader(fd)
-            if event.done() and not event.cancelled():
-                taken.append(event.result())
-            else:
-                event.cancel()  # a queue's get() gives up without taking anything
+            if event is not None:
+                if event.done() and not event.cancelled():
+                    taken.append(event.result())
+                else:
+                    event.cancel()  # a queue's get() gives up without taking anything
         return taken, ready
 
     def close(self, timeout: float = 2.0) -> None:
