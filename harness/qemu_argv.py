@@ -41,9 +41,6 @@ class QemuSpec:
     name: str = "aero-selftest"
     # The virtio devices (harness.devices); the default is the contract-v1 set without optional properties.
     devices: Tuple[Device, ...] = field(default_factory=lambda: tuple(attach(DeviceSet(), {})))
-    # With a sound device: where QEMU records what the guest played (else it is discarded). The
-    # recording is started over QMP (wavcapture_command), not on the command line: see there.
-    audio_wav: Optional[str] = None
     # QEMU's own throw-away overlay (-drive snapshot=on), for a command line a person runs by hand.
     disk_snapshot: bool = False
     # "unsafe" for the run's own throw-away overlay: the guest's flushes need not reach the disk (QEMU's

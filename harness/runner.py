@@ -179,7 +179,6 @@ class Run:
             qmp_socket=str(qmp),
             accel=accel, memory_mib=cfg.memory, smp=cfg.smp, fw_cfg=tuple(fw_cfg_hints(cfg)),
             extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause, devices=tuple(self.devices),
-            audio_wav=str(serial.parent / "virtio-snd.wav") if cfg.with_virtio_snd else None,
             firmware_log=str(serial.parent / "firmware.log"),
         )
 

@@ -81,11 +81,12 @@ def test_a_run_of_a_repeat_offers_its_number_through_fw_cfg():
 
 
 def test_sound_uses_the_none_backend_and_records_with_wavcapture():
-    # wav has no capture side: QEMU would give virtio-sound's input stream no voice.
+    # wav has no capture side: QEMU would give virtio-sound's input stream no voice. The recording
+    # is started over QMP (wavcapture), so the command line names no WAV file.
     sound = tuple(attach(DeviceSet(sound=True), {}))
-    argv = build_argv(spec(devices=sound, audio_wav="/a/virtio-snd.wav"))
+    argv = build_argv(spec(devices=sound))
     assert value_after(argv, "-audiodev", "") == "none,id=snd0"
-    assert "/a/virtio-snd.wav" not in " ".join(argv)
+    assert ".wav" not in " ".join(argv)
     assert "-audiodev" not in build_argv(spec())
     assert wavcapture_command("/a b/x.wav") == 'wavcapture "/a b/x.wav" snd0 48000 16 2'
 
