@@ -14,8 +14,9 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 SSHD = "/usr/sbin/sshd"
 
@@ -136,6 +137,23 @@ class NetnsHost:
 
     def __exit__(self, *exc: object) -> None:
         self._cleanup()
+
+
+@contextmanager
+def ssh_hosts_in_namespaces(world: SSHWorld, root: Path, prefix: str, first_index: int) -> Iterator[None]:
+    """kvm-a and kvm-b in ``world``: an sshd each, in a network namespace each (``<prefix>a``, ``<prefix>b``)."""
+    with NetnsHost(f"{prefix}a", first_index) as host_a, NetnsHost(f"{prefix}b", first_index + 1) as host_b:
+        servers = []
+        try:
+            for name, host in (("kvm-a", host_a), ("kvm-b", host_b)):
+                srv = SSHServer(root / name, world.user_key.with_suffix(".pub"), address=host.addr, port=22,
+                                netns=host.name).start()
+                servers.append(srv)
+                world.alias(name, srv)
+            yield
+        finally:
+            for srv in servers:
+                srv.stop()
 
 
 def can_make_netns() -> bool:

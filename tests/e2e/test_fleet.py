@@ -21,7 +21,7 @@ from typing import Iterator, List
 import pytest
 
 from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario
-from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns
+from tests.e2e.sshd import SSHWorld, can_make_netns, ssh_hosts_in_namespaces
 
 # Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
 pytestmark = [pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2"),
@@ -43,18 +43,8 @@ def fleet_argv(world: SSHWorld, *args: str, artifacts: Path) -> List[str]:
 def two_hosts(tmp_path, guest_image) -> Iterator[SSHWorld]:
     """kvm-a and kvm-b: an sshd each, in a network namespace each."""
     world = SSHWorld(tmp_path / "ssh")
-    with NetnsHost("aero-fa", 71) as host_a, NetnsHost("aero-fb", 72) as host_b:
-        servers = []
-        try:
-            for name, host in (("kvm-a", host_a), ("kvm-b", host_b)):
-                srv = SSHServer(tmp_path / name, world.user_key.with_suffix(".pub"), address=host.addr, port=22,
-                                netns=host.name).start()
-                servers.append(srv)
-                world.alias(name, srv)
-            yield world
-        finally:
-            for srv in servers:
-                srv.stop()
+    with ssh_hosts_in_namespaces(world, tmp_path, "aero-f", 71):
+        yield world
 
 
 def summary(artifacts: Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import QEMU, ROOT, TEST_GUEST, qemu_pids, scenario, sha256
-from tests.e2e.sshd import NetnsHost, SSHServer, SSHWorld, can_make_netns, free_port, keygen
+from tests.e2e.sshd import SSHServer, SSHWorld, can_make_netns, free_port, keygen, ssh_hosts_in_namespaces
 
 # Host-side plumbing, the same on every QEMU: the nox matrix runs it in its first QEMU session only.
 pytestmark = pytest.mark.host_side
@@ -259,18 +259,8 @@ def test_dropped_connection_leaves_no_qemu_on_the_host(world, server, tmp_path):
 
 @pytest.mark.skipif(not can_make_netns(), reason="network namespaces need root and iproute2")
 def test_two_hosts_in_parallel_with_a_summary(world, tmp_path):
-    with NetnsHost("aero-ta", 61) as host_a, NetnsHost("aero-tb", 62) as host_b:
-        servers = []
-        try:
-            for name, host in (("kvm-a", host_a), ("kvm-b", host_b)):
-                srv = SSHServer(tmp_path / name, world.user_key.with_suffix(".pub"), address=host.addr, port=22,
-                                netns=host.name).start()
-                servers.append(srv)
-                world.alias(name, srv)
-            proc = remote(world, "--host", "kvm-a", "--host", "kvm-b", *TCG, artifacts=tmp_path / "a")
-        finally:
-            for srv in servers:
-                srv.stop()
+    with ssh_hosts_in_namespaces(world, tmp_path, "aero-t", 61):
+        proc = remote(world, "--host", "kvm-a", "--host", "kvm-b", *TCG, artifacts=tmp_path / "a")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[kvm-a] PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
     assert "[kvm-b] PASS: AERO_VIRTIO_SELFTEST|RESULT|PASS" in proc.stdout
