@@ -1,5 +1,6 @@
 """``python -m harness``: take Ctrl-C and SIGTERM first, then load the rest."""
 
+import faulthandler
 import signal
 
 # A stand-in handler before any import: a signal that arrives while Python loads the harness
@@ -7,6 +8,9 @@ import signal
 early: list[int] = []
 for _signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(_signum, lambda signum, frame: early.append(signum))
+
+# `kill -USR1 <pid>` prints where each of the harness's threads is, on stderr: for a run that seems stuck.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 from harness import interrupt  # noqa: E402
 

@@ -110,13 +110,33 @@ class HarnessRun:
         os.killpg(self.proc.pid, signum)
 
     def finish(self, timeout: float = 300) -> Finished:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            out, err = self.proc.communicate()
-            raise AssertionError(f"harness did not finish in {timeout} s:\n{out}\n{err}") from exc
+        out, err = communicate(self.proc, timeout, self.artifacts)
         return Finished(self.proc.returncode, out, err, time.monotonic() - self.started, self.artifacts)
+
+
+def communicate(proc: subprocess.Popen, timeout: float, artifacts: Path) -> tuple:
+    """The harness's output when it ends within ``timeout``; else an AssertionError that shows
+    where it was stuck: its threads' stacks (SIGUSR1), what Ctrl-C made of it, and the ends of
+    the logs its run left. ``proc`` leads a process group of its own."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    logs = []
+    for name in ("serial.log", "harness.log", "qemu.log", "firmware.log"):
+        path = artifacts / name
+        if path.exists():
+            tail = path.read_bytes()[-3000:].decode("utf-8", "replace")
+            logs.append(f"--- the end of {path}:\n{tail}")
+    raise AssertionError(f"harness did not finish in {timeout} s; stdout:\n{out}\nstderr:\n{err}\n" + "\n".join(logs))
 
 
 @pytest.fixture

@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import QEMU, ROOT, HarnessRun, qemu_pids, sha256
+from tests.e2e.conftest import QEMU, ROOT, HarnessRun, communicate, qemu_pids, sha256
 
 
-def harness(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def harness(*args: str, artifacts: Path = Path("/nonexistent"), timeout: float = 300) -> subprocess.CompletedProcess:
     front = "images" if args[0] in ("provision-media", "build-test-guest") else "harness"
-    return subprocess.run([sys.executable, "-m", front, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", front, *args]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    out, err = communicate(proc, timeout, artifacts)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,8 @@ def isos(guest_image, tmp_path_factory):
 def install(isos, out: Path, artifacts: Path, *extra: str) -> subprocess.CompletedProcess:
     installer, media = isos
     return harness("install-win7", "--iso", str(installer), "--media", str(media), "--out", str(out),
-                   "--accel", "tcg", "--qemu-system", QEMU, "--artifacts", str(artifacts), *extra)
+                   "--accel", "tcg", "--qemu-system", QEMU, "--artifacts", str(artifacts), *extra,
+                   artifacts=artifacts)
 
 
 def test_install_then_selftest_passes(isos, tmp_path):

@@ -164,3 +164,32 @@ def test_a_signal_while_the_interpreter_starts_leaves_nothing(tmp_path, tiny_dis
     assert processes_mentioning(str(artifacts)) == []
     if proc.returncode == -signum:
         assert not artifacts.exists() and out == ""
+
+
+@pytest.mark.fake
+def test_sigusr1_prints_the_threads_and_the_run_goes_on(tmp_path, tiny_disk):
+    """`kill -USR1` shows where a run that seems stuck is, without ending it."""
+    env = script_env(tmp_path, serial=[
+        {"after": 0.05, "write": "AERO_VIRTIO_SELFTEST|START|version=1\r\n"},
+        {"after": 2.0, "write": "AERO_VIRTIO_SELFTEST|RESULT|PASS\r\n"},
+    ])
+    artifacts = tmp_path / "a"
+    http, udp = free_ports()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "selftest", "--qemu-system", str(FAKE_QEMU), "--disk", str(tiny_disk),
+         "--artifacts", str(artifacts), "--accel", "tcg", "--timeout", "30", "--http-port", str(http),
+         "--udp-port", str(udp)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
+    )
+    try:
+        while proc.poll() is None and not (artifacts / "qemu.log").exists():
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGUSR1)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    # The fake's guest reports no device tests: the run ends with the verdict that earns, not INTERRUPTED.
+    assert proc.returncode == 1 and "FAIL: MISSING_VIRTIO_BLK" in out, out + err
+    assert "Current thread" in err and 'File "' in err, err
