@@ -143,10 +143,8 @@ class Fleet:
 
     def _host(self, host: Host) -> None:
         say = PrefixWriter(self.console.err, f"[{host.name}] ", self.out_lock)
-        try:
-            conn = open_connection(host.name, self.opts)
-        except HarnessError as exc:
-            self._fail(host, exc.exit_code, exc.token, exc.message)
+        conn = self._connect(host)
+        if conn is None:
             return
         with conn:
             try:
@@ -176,15 +174,21 @@ class Fleet:
     def _slot(self, host: Host, conn: Any, prepared: Tuple[str, str, str], isolation: Optional[Isolation]) -> None:
         """Take runs until there are none or the host fails; on a connection of its own unless given one."""
         if conn is None:
-            try:
-                conn = open_connection(host.name, self.opts)
-            except HarnessError as exc:
-                self._fail(host, exc.exit_code, exc.token, exc.message)
+            conn = self._connect(host)
+            if conn is None:
                 return
             with conn:
                 self._take_runs(host, conn, prepared, isolation)
         else:
             self._take_runs(host, conn, prepared, isolation)
+
+    def _connect(self, host: Host) -> Any:
+        """A new connection to ``host``; None when it cannot be had (the host is then failed)."""
+        try:
+            return open_connection(host.name, self.opts)
+        except HarnessError as exc:
+            self._fail(host, exc.exit_code, exc.token, exc.message)
+            return None
 
     def _take_runs(self, host: Host, conn: Any, prepared: Tuple[str, str, str],
                    isolation: Optional[Isolation]) -> None:

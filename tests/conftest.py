@@ -41,18 +41,13 @@ def _fetch_what_tests_download() -> None:
     sys.path.insert(0, str(root))
     from harness.remote import build_wheels
     from images import testguest
+    from tests.e2e.conftest import QEMU, has_virtio_sound
 
     build_wheels()
     cache = testguest.PackageCache(testguest.DEFAULT_CACHE)
     for package in ("isolinux", "syslinux-common"):
         cache.tree(package)
-    qemu = os.environ.get("AERO_TEST_QEMU", "qemu-system-x86_64")
-    try:
-        help_text = subprocess.run([qemu, "-device", "virtio-sound-pci,help"], capture_output=True, text=True,
-                                   timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        help_text = ""
-    if "audiodev=" in help_text:
+    if has_virtio_sound(QEMU):
         testguest.ensure(variant=testguest.SOUND)
 
 

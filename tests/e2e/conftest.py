@@ -38,6 +38,17 @@ def guest_image() -> Path:
     return testguest.ensure()
 
 
+def has_virtio_sound(qemu: str) -> bool:
+    # `-device NAME,help`, as the harness probes: `-device help` loads every module, and a QEMU
+    # unpacked beside the system's aborts on a module of the other build.
+    try:
+        out = subprocess.run([qemu, "-device", "virtio-sound-pci,help"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "audiodev=" in out
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,32 +10,20 @@ virtio-sound-pci arrived in QEMU 8.2: on an older QEMU (Debian 12's 7.2) the mod
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import List
 
 import pytest
 
-from tests.e2e.conftest import QEMU, ROOT, HarnessRun, qemu_pids, scenario, sha256
+from tests.e2e.conftest import QEMU, ROOT, HarnessRun, has_virtio_sound, qemu_pids, scenario, sha256
 
 TCG = ["--accel", "tcg"]
 
 
-def has_virtio_sound() -> bool:
-    # `-device NAME,help`, as the harness probes: `-device help` loads every module, and a QEMU
-    # unpacked beside the system's aborts on a module of the other build.
-    try:
-        out = subprocess.run([QEMU, "-device", "virtio-sound-pci,help"], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "audiodev=" in out
-
-
 @pytest.fixture(scope="module")
 def sound_guest() -> Path:
-    if not has_virtio_sound():
+    if not has_virtio_sound(QEMU):
         pytest.skip(f"{QEMU} has no virtio-sound-pci (QEMU 8.2 and later): the sound tests run on QEMU 10")
     sys.path.insert(0, str(ROOT))
     from images import testguest
