@@ -195,8 +195,10 @@ class FirmwareWatch(Handler):
     SAYS = "No bootable device"
     EVERY = 0.25
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, what: str = "on the disk (see firmware.log and screen.png); is --disk a bootable "
+                 "guest image?") -> None:
         self.watcher = SerialWatcher(log)
+        self.what = what
         self.last_read = 0.0
 
     def fileno(self) -> Optional[int]:
@@ -212,8 +214,7 @@ class FirmwareWatch(Handler):
             for line in self.watcher.read_lines():
                 if self.SAYS in line.text:
                     return Verdict(ExitCode.QEMU_EXITED, "NO_BOOTABLE_DEVICE",
-                                   "the firmware found no bootable device on the disk (see firmware.log and "
-                                   "screen.png); is --disk a bootable guest image?")
+                                   f"the firmware found no bootable device {self.what}")
             if not self.watcher.more:
                 return None
 

@@ -29,7 +29,7 @@ from harness.deadline import Deadline
 from harness.devices import DeviceSet, attach
 from harness.errors import HostError, UsageError
 from harness.exitcodes import ExitCode
-from harness.follow import Context, Handler, Judge, follow
+from harness.follow import Context, FirmwareWatch, Handler, Judge, follow
 from harness.lines import Line
 from harness.markers import Marker
 from harness.qemu import QemuProcess, find_qemu, qemu_caps, qemu_img_for
@@ -135,6 +135,7 @@ class Install:
             raise HostError(f"cannot create {disk}: {proc.stderr.strip()}")
         serial = cfg.artifacts / "serial.log"
         serial.write_bytes(b"")
+        firmware_log = cfg.artifacts / "firmware.log"
         with contextlib.ExitStack() as stack:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-install-")))
             spec = QemuSpec(
@@ -142,6 +143,7 @@ class Install:
                 qmp_socket=str(scratch / "qmp.sock"), accel=accel, memory_mib=cfg.memory, smp=cfg.smp,
                 cdroms=(str(cfg.iso.resolve()), str(cfg.media.resolve())), boot_cdrom=True, no_reboot=False,
                 extra=cfg.qemu_args, name="aero-install", devices=self.devices,
+                firmware_log=str(firmware_log.resolve()),
             )
             argv = build_argv(spec)
             info.update(argv=argv, accel=accel)
@@ -153,7 +155,13 @@ class Install:
             ctx = Context(vm, self.console)
             judge = ProvisionJudge(self, vm, may_fall_back)
             shots = PeriodicScreenshots(self, vm, cfg.screenshot_every)
-            verdict = follow(vm, watcher, judge, [shots], ctx, Deadline(cfg.timeout))
+            # An ISO that does not boot would otherwise wait out the whole --timeout (hours).
+            firmware = FirmwareWatch(firmware_log, "on the installer CD (see firmware.log and screen-no-boot.png); "
+                                     "is --iso a bootable Windows 7 installation ISO?")
+            stack.callback(firmware.close)
+            verdict = follow(vm, watcher, judge, [firmware, shots], ctx, Deadline(cfg.timeout))
+            if verdict.token == "NO_BOOTABLE_DEVICE":
+                self.screenshot(vm, "no-boot")
             if verdict.token == DONE:
                 self.console.info("provisioning reported DONE; waiting for the guest to shut down")
                 return self._finish(vm)

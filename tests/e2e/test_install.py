@@ -94,3 +94,16 @@ def test_timeout_leaves_a_screenshot_and_no_image(isos, tmp_path):
     assert (tmp_path / "inst" / "screen-timeout.png").exists()
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
     assert qemu_pids(str(tmp_path / "inst")) == []
+
+
+def test_an_iso_that_does_not_boot_fails_at_once(isos, tmp_path):
+    _, media = isos
+    out = tmp_path / "win7.qcow2"
+    proc = install((media, media), out, tmp_path / "inst")  # the provisioning media has no boot record
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "FAIL: NO_BOOTABLE_DEVICE: the firmware found no bootable device on the installer CD" in proc.stdout
+    assert "--iso" in proc.stdout
+    assert (tmp_path / "inst" / "screen-no-boot.png").exists()
+    assert json.loads((tmp_path / "inst" / "install.json").read_text())["token"] == "NO_BOOTABLE_DEVICE"
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+    assert qemu_pids(str(tmp_path / "inst")) == []
