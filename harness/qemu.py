@@ -411,7 +411,18 @@ class QemuProcess:
         return Wakeup(tuple(events), frozenset(fd for fd in ready if fd in fds), self._exit.fileno() in ready)
 
     def resume(self) -> None:
-        self.command("cont")
+        """Start the VM, which QEMU holds at its first instruction (-S) until the harness is ready.
+
+        A VM left paused would pass for a silent guest until the run's timeout: a ``cont`` that
+        fails is an error of its own, unless QEMU exited (the follow loop reports that).
+        """
+        try:
+            self.execute("cont", timeout=60.0)
+        except QmpError as exc:
+            if not self.alive():
+                return
+            raise QemuLaunchError(f"QEMU did not start the VM: QMP cont failed ({exc})",
+                                  hint=f"QEMU may be hung; its output is in {self.log_path}") from exc
 
     def status(self) -> Optional[str]:
         """QMP query-status: running, paused, internal-error, guest-panicked, ..."""

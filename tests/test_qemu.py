@@ -28,3 +28,17 @@ def test_a_qemu_that_never_answers_qmp_is_stopped_without_waiting_for_a_quit(tmp
     vm.stop()
     assert not vm.alive() and vm.returncode is not None
     assert time.monotonic() - started < 3.0
+
+
+def test_a_cont_that_fails_is_an_error_not_a_paused_vm(tmp_path, monkeypatch):
+    """A VM left at -S would pass for a silent guest until the run's timeout."""
+    for name, value in script_env(tmp_path, blocked_commands=["cont"]).items():
+        monkeypatch.setenv(name, value)
+    sock = tmp_path / "qmp.sock"
+    with QemuProcess([str(FAKE_QEMU), "-S", "-display", "none", "-chardev",
+                      f"socket,id=qmp,path={sock},server=on,wait=off", "-mon", "chardev=qmp,mode=control"],
+                     tmp_path / "qemu.log", sock) as vm:
+        with pytest.raises(QemuLaunchError, match="did not start the VM: QMP cont failed") as caught:
+            vm.resume()
+        assert "qemu.log" in (caught.value.hint or "")
+        assert vm.status() == "prelaunch"
