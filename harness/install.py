@@ -116,6 +116,9 @@ class Install:
         except KeyboardInterrupt as exc:
             interrupt.consume()
             verdict = failure_verdict(exc)
+        except BaseException as exc:  # install.json says why, then the error goes to the CLI
+            verdict = failure_verdict(exc)
+            raise
         finally:
             if partial.exists():
                 partial.unlink()  # a half-installed image is of no use

@@ -353,7 +353,8 @@ class QemuProcess:
         tail = self.log_tail()
         return QemuLaunchError(
             f"QEMU exited at start with code {code}:\n{tail}",
-            hint=_lock_hint(tail) or f"the full command is in result.json; QEMU's output is in {self.log_path}",
+            hint=_lock_hint(tail) or f"QEMU's output is in {self.log_path}; the full command is in the run's JSON "
+                                     "report beside it",
         )
 
     def log_tail(self, lines: int = 15) -> str:
@@ -410,17 +411,20 @@ class QemuProcess:
             ready = interrupt.readable(watched, timeout)
         return Wakeup(tuple(events), frozenset(fd for fd in ready if fd in fds), self._exit.fileno() in ready)
 
-    def resume(self) -> None:
-        """Start the VM, which QEMU holds at its first instruction (-S) until the harness is ready.
+    def resume(self) -> bool:
+        """Start the VM, which QEMU holds at its first instruction (-S) until the harness is ready;
+        False: QEMU exited instead (the follow loop reports that).
 
         A VM left paused would pass for a silent guest until the run's timeout: a ``cont`` that
-        fails is an error of its own, unless QEMU exited (the follow loop reports that).
+        fails while QEMU stays up is an error of its own.
         """
         try:
             self.execute("cont", timeout=60.0)
+            return True
         except QmpError as exc:
-            if not self.alive():
-                return
+            # QMP's socket closes a moment before QEMU's exit can be seen.
+            if self._exited_within(1.0):
+                return False
             raise QemuLaunchError(f"QEMU did not start the VM: QMP cont failed ({exc})",
                                   hint=f"QEMU may be hung; its output is in {self.log_path}") from exc
 

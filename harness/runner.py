@@ -244,8 +244,8 @@ class Run:
             self._preflight(vm)
             if cfg.with_virtio_snd:
                 self._record_sound(vm)
-            vm.resume()
-            self._mark("guest_started")
+            if vm.resume():
+                self._mark("guest_started")
             interrupt.checkpoint()
             ctx = Context(vm, self.console)
             firmware = FirmwareWatch(self.artifacts / "firmware.log")

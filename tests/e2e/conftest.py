@@ -125,6 +125,17 @@ class HarnessRun:
         return Finished(self.proc.returncode, out, err, time.monotonic() - self.started, self.artifacts)
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum``."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 def communicate(proc: subprocess.Popen, timeout: float, artifacts: Path) -> tuple:
     """The harness's output when it ends within ``timeout``; else an AssertionError that shows
     where it was stuck: its threads' stacks (SIGUSR1), what Ctrl-C made of it, and the ends of
@@ -133,8 +144,9 @@ def communicate(proc: subprocess.Popen, timeout: float, artifacts: Path) -> tupl
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
-    proc.send_signal(signal.SIGUSR1)
-    time.sleep(1)
+    if catches(proc.pid, signal.SIGUSR1):  # python -m harness does from its first lines; -m images does not
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
     proc.send_signal(signal.SIGINT)
     try:
         out, err = proc.communicate(timeout=30)

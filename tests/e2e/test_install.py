@@ -107,3 +107,19 @@ def test_an_iso_that_does_not_boot_fails_at_once(isos, tmp_path):
     assert json.loads((tmp_path / "inst" / "install.json").read_text())["token"] == "NO_BOOTABLE_DEVICE"
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
     assert qemu_pids(str(tmp_path / "inst")) == []
+
+
+@pytest.mark.fake
+def test_a_qemu_that_fails_at_start_still_leaves_install_json(isos, tmp_path):
+    from tests.fakeqemu import FAKE_QEMU, script_env
+
+    installer, media = isos
+    env = script_env(tmp_path, exit_at_start={"code": 1, "message": "could not open the disk"})
+    argv = [sys.executable, "-m", "harness", "install-win7", "--iso", str(installer), "--media", str(media),
+            "--out", str(tmp_path / "win7.qcow2"), "--accel", "tcg", "--qemu-system", str(FAKE_QEMU),
+            "--artifacts", str(tmp_path / "inst")]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 5 and "FAIL: QEMU_LAUNCH_FAILED: " in proc.stdout, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "inst" / "install.json").read_text())
+    assert report["token"] == "QEMU_LAUNCH_FAILED" and "could not open the disk" in report["detail"]
+    assert not (tmp_path / "win7.qcow2").exists() and not (tmp_path / "win7.qcow2.partial").exists()

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from tests.e2e.conftest import QEMU, ROOT, scenario
+from tests.e2e.conftest import QEMU, ROOT, catches, scenario
 from tests.fakeqemu import FAKE_QEMU, script_env
 
 RUNS = int(os.environ.get("AERO_SIGNAL_RUNS", "30"))
@@ -85,17 +85,6 @@ def interrupt_run(
     result = artifacts / "result.json"
     if artifacts.exists():
         assert json.loads(result.read_text())["token"] == "INTERRUPTED", what
-
-
-def catches(pid: int, signum: int) -> bool:
-    """Whether the process has a handler for ``signum`` (the harness installs its own first thing)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except OSError:
-        pass
-    return False
 
 
 def random_instant(rng: random.Random) -> Callable[[float], bool]:
@@ -182,7 +171,9 @@ def test_sigusr1_prints_the_threads_and_the_run_goes_on(tmp_path, tiny_disk):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
     )
     try:
+        deadline = time.monotonic() + 60
         while proc.poll() is None and not (artifacts / "qemu.log").exists():
+            assert time.monotonic() < deadline, "the harness did not start QEMU within 60 s"
             time.sleep(0.01)
         proc.send_signal(signal.SIGUSR1)
         out, err = proc.communicate(timeout=60)
