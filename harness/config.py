@@ -16,6 +16,7 @@ from harness.devicetests import DEVICE_TESTS, DeviceTest
 from harness.errors import UsageError
 from harness.options import ACCELS as ACCELS  # their home was here: kept importable from here
 from harness.options import DEFAULT_HTTP_PATH as DEFAULT_HTTP_PATH
+from harness.options import TCG_THREADS
 from harness.verdict import Requirement, profile_requirements
 
 MAX_RUNS = 100000  # of a --repeat
@@ -47,6 +48,7 @@ class SelftestConfig:
     http_path: str = _default("http_path")
     memory: int = _default("memory")
     smp: int = _default("smp")
+    tcg_thread: str = _default("tcg_thread")
     accel: str = _default("accel")
     snapshot: bool = _default("snapshot")
     follow_serial: bool = _default("follow_serial")
@@ -140,6 +142,8 @@ class SelftestConfig:
             raise UsageError(f"--smp must be from 1 to 256, not {self.smp}")
         if self.accel not in ACCELS:
             raise UsageError(f"--accel must be one of {', '.join(ACCELS)}, not {self.accel!r}")
+        if self.tcg_thread not in TCG_THREADS:
+            raise UsageError(f"--tcg-thread must be one of {', '.join(TCG_THREADS)}, not {self.tcg_thread!r}")
         for name in self.require_tests:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise UsageError(f"--require-test {name!r} is not a test name such as virtio-net")

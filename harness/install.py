@@ -57,6 +57,7 @@ class InstallConfig:
     timeout: float = _default("timeout")
     memory: int = _default("memory")
     smp: int = _default("smp")
+    tcg_thread: str = _default("tcg_thread")
     accel: str = _default("accel")
     qemu_system: str = _default("qemu_system")
     screenshot_every: float = _default("screenshot_every")
@@ -77,6 +78,8 @@ class InstallConfig:
             raise UsageError("--timeout and --screenshot-every must be positive numbers of seconds")
         if self.memory < 512:
             raise UsageError(f"--memory is in MiB; Windows 7 needs at least 512, not {self.memory}")
+        if self.tcg_thread not in options.TCG_THREADS:
+            raise UsageError(f"--tcg-thread must be one of {', '.join(options.TCG_THREADS)}, not {self.tcg_thread!r}")
 
 
 class Install:
@@ -143,7 +146,8 @@ class Install:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aero-install-")))
             spec = QemuSpec(
                 qemu=qemu, disk=str(disk.resolve()), disk_format="qcow2", serial_log=str(serial.resolve()),
-                qmp_socket=str(scratch / "qmp.sock"), accel=accel, memory_mib=cfg.memory, smp=cfg.smp,
+                qmp_socket=str(scratch / "qmp.sock"), accel=accel, tcg_thread=cfg.tcg_thread,
+                memory_mib=cfg.memory, smp=cfg.smp,
                 cdroms=(str(cfg.iso.resolve()), str(cfg.media.resolve())), boot_cdrom=True, no_reboot=False,
                 extra=cfg.qemu_args, name="aero-install", devices=self.devices,
                 firmware_log=str(firmware_log.resolve()),

@@ -28,6 +28,7 @@ from harness.errors import UsageError
 from harness.exitcodes import ExitCode
 
 ACCELS = ("auto", "kvm", "tcg", "hvf", "whpx", "xen", "nvmm")
+TCG_THREADS = ("single", "multi")
 DEFAULT_HTTP_PATH = "/aero-virtio-selftest"
 
 # How a value of each kind is shown after a flag: --timeout=FLOAT, --memory=INT.
@@ -187,6 +188,9 @@ MEMORY = Option("memory", int, 2048, "guest memory in MiB")
 SMP = Option("smp", int, 2, "guest CPUs")
 ACCEL = Option("accel", str, "auto", "accelerator: auto uses KVM when it really runs guest code here, else TCG",
                choices=ACCELS)
+TCG_THREAD = Option("tcg_thread", str, "single", "under TCG: single runs the guest's CPUs in one QEMU thread, "
+                    "multi gives each its own (QEMU's multi-threaded TCG now and then crashes a guest at boot)",
+                    choices=TCG_THREADS)
 QEMU_SYSTEM = Option("qemu_system", str, "qemu-system-x86_64", "QEMU binary to run (a name on PATH or a path)")
 QEMU_ARG = Option("qemu_arg", str, (), "an extra QEMU argument, appended as is (--qemu-arg=-cpu --qemu-arg=host)",
                   repeatable=True, metavar="ARG", field="qemu_args", dashed=True)
@@ -242,6 +246,7 @@ OPTIONS: Tuple[Option, ...] = (
         MEMORY,
         SMP,
         ACCEL,
+        TCG_THREAD,
         Option("snapshot", bool, True, "run on a throw-away overlay so the base image is never written; "
                "--no-snapshot boots (and writes) the image itself (remote-selftest refuses it)"),
         Option("follow_serial", bool, False, "print the guest's serial lines as they arrive"),
@@ -328,6 +333,7 @@ OPTIONS: Tuple[Option, ...] = (
         MEMORY,
         SMP,
         ACCEL,
+        TCG_THREAD,
         QEMU_SYSTEM,
         Option("screenshot_every", float, 300.0, "seconds between screenshots saved to the artifacts"),
         QEMU_ARG,

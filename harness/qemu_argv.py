@@ -26,6 +26,7 @@ class QemuSpec:
     serial_log: str
     qmp_socket: str
     accel: str = "tcg"
+    tcg_thread: str = "single"  # under TCG: one thread for all vCPUs ("multi": MTTCG, a thread each)
     memory_mib: int = 2048
     smp: int = 2
     fw_cfg: Tuple[Tuple[str, str], ...] = ()
@@ -55,7 +56,7 @@ def build_argv(spec: QemuSpec) -> List[str]:
         spec.qemu,
         "-name", spec.name,
         "-machine", "pc",
-        "-accel", spec.accel,
+        "-accel", f"tcg,thread={spec.tcg_thread}" if spec.accel == "tcg" else spec.accel,
         "-m", str(spec.memory_mib),
         "-smp", str(spec.smp),
         "-nodefaults",

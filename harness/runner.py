@@ -177,7 +177,8 @@ class Run:
         return QemuSpec(
             qemu=qemu, disk=str(disk), disk_format=fmt, disk_cache=disk_cache, serial_log=str(serial),
             qmp_socket=str(qmp),
-            accel=accel, memory_mib=cfg.memory, smp=cfg.smp, fw_cfg=tuple(fw_cfg_hints(cfg)),
+            accel=accel, tcg_thread=cfg.tcg_thread, memory_mib=cfg.memory, smp=cfg.smp,
+            fw_cfg=tuple(fw_cfg_hints(cfg)),
             extra=tuple(cfg.qemu_args), panic_pause=self.panic_pause, devices=tuple(self.devices),
             firmware_log=str(serial.parent / "firmware.log"),
         )

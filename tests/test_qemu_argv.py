@@ -37,8 +37,14 @@ def test_devices_and_defaults():
     assert value_after(argv, "-drive", "file=").split(",")[1:3] == ["if=none", "id=drive0"]
     assert value_after(argv, "-netdev", "user") == "user,id=net0"
     assert "-no-reboot" in argv and "-S" in argv
-    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
     assert argv[argv.index("-m") + 1] == "2048"
+
+
+def test_tcg_threads_are_asked_for_under_tcg_only():
+    assert build_argv(spec(tcg_thread="multi"))[build_argv(spec()).index("-accel") + 1] == "tcg,thread=multi"
+    kvm = build_argv(spec(accel="kvm", tcg_thread="multi"))
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
 
 
 def test_options_flow_through():

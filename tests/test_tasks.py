@@ -25,15 +25,15 @@ def dry_run_argv(proc):
 
 def test_command_line_reaches_the_argv():
     argv = dry_run_argv(invoke("selftest", "--dry-run", "--memory", "1536", "--smp", "3", "--accel", "tcg",
-                               "--qemu-arg=-cpu", "--qemu-arg=max"))
+                               "--tcg-thread", "multi", "--qemu-arg=-cpu", "--qemu-arg=max"))
     assert argv[argv.index("-m") + 1] == "1536" and argv[argv.index("-smp") + 1] == "3"
-    assert argv[argv.index("-accel") + 1] == "tcg" and argv[-2:] == ["-cpu", "max"]
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi" and argv[-2:] == ["-cpu", "max"]
 
 
 def test_environment_variables_are_settings():
     argv = dry_run_argv(invoke("selftest", "--dry-run", env={"INVOKE_SELFTEST_MEMORY": "1024",
                                                              "INVOKE_SELFTEST_ACCEL": "tcg"}))
-    assert argv[argv.index("-m") + 1] == "1024" and argv[argv.index("-accel") + 1] == "tcg"
+    assert argv[argv.index("-m") + 1] == "1024" and argv[argv.index("-accel") + 1] == "tcg,thread=single"
 
 
 def test_config_file_is_read_and_the_command_line_wins(tmp_path):

@@ -83,7 +83,7 @@ def test_disk_locked_by_another_qemu(tmp_path, guest_image, selftest):
     disk = tmp_path / "locked.qcow2"
     disk.write_bytes(guest_image.read_bytes())
     holder = subprocess.Popen(
-        [QEMU, "-accel", "tcg", "-m", "128", "-nodefaults", "-display", "none", "-S",
+        [QEMU, "-accel", "tcg,thread=single", "-m", "128", "-nodefaults", "-display", "none", "-S",
          "-drive", f"file={disk},if=none,id=d0,format=qcow2", "-device", "virtio-blk-pci,drive=d0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -77,7 +77,7 @@ HTTP_REQUESTS = [
 def boot(guest_image, tmp_path, scenario, devices=CONTRACT_V1):
     serial = tmp_path / "serial.log"
     argv = [
-        QEMU, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
+        QEMU, "-accel", "tcg,thread=single", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
         "-drive", f"file={guest_image},if=none,id=drive0,format=qcow2,snapshot=on",
         *devices,
         "-chardev", f"file,id=c0,path={serial}", "-serial", "chardev:c0",

@@ -251,7 +251,7 @@ def boot(image: Path, work: Path, tests: str, devices: List[str], extended: bool
     """
     serial = work / "serial.log"
     argv = [
-        QEMU, "-accel", "tcg", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
+        QEMU, "-accel", "tcg,thread=single", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
         "-drive", f"file={image},if=none,id=drive0,format=qcow2,snapshot=on", *devices,
         "-chardev", f"file,id=c0,path={serial}", "-serial", "chardev:c0",
         "-fw_cfg", "name=opt/aero/poweroff,string=1",
