@@ -16,7 +16,6 @@ from harness.devicetests import DEVICE_TESTS, DeviceTest
 from harness.errors import UsageError
 from harness.options import ACCELS as ACCELS  # their home was here: kept importable from here
 from harness.options import DEFAULT_HTTP_PATH as DEFAULT_HTTP_PATH
-from harness.options import TCG_THREADS
 from harness.verdict import Requirement, profile_requirements
 
 MAX_RUNS = 100000  # of a --repeat
@@ -142,8 +141,6 @@ class SelftestConfig:
             raise UsageError(f"--smp must be from 1 to 256, not {self.smp}")
         if self.accel not in ACCELS:
             raise UsageError(f"--accel must be one of {', '.join(ACCELS)}, not {self.accel!r}")
-        if self.tcg_thread not in TCG_THREADS:
-            raise UsageError(f"--tcg-thread must be one of {', '.join(TCG_THREADS)}, not {self.tcg_thread!r}")
         for name in self.require_tests:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
                 raise UsageError(f"--require-test {name!r} is not a test name such as virtio-net")

@@ -193,6 +193,7 @@ class FirmwareWatch(Handler):
     """
 
     SAYS = "No bootable device"
+    TOKEN = "NO_BOOTABLE_DEVICE"
     EVERY = 0.25
 
     def __init__(self, log: Path, what: str = "on the disk (see firmware.log and screen.png); is --disk a bootable "
@@ -213,7 +214,7 @@ class FirmwareWatch(Handler):
         while True:
             for line in self.watcher.read_lines():
                 if self.SAYS in line.text:
-                    return Verdict(ExitCode.QEMU_EXITED, "NO_BOOTABLE_DEVICE",
+                    return Verdict(ExitCode.QEMU_EXITED, self.TOKEN,
                                    f"the firmware found no bootable device {self.what}")
             if not self.watcher.more:
                 return None

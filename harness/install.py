@@ -78,8 +78,6 @@ class InstallConfig:
             raise UsageError("--timeout and --screenshot-every must be positive numbers of seconds")
         if self.memory < 512:
             raise UsageError(f"--memory is in MiB; Windows 7 needs at least 512, not {self.memory}")
-        if self.tcg_thread not in options.TCG_THREADS:
-            raise UsageError(f"--tcg-thread must be one of {', '.join(options.TCG_THREADS)}, not {self.tcg_thread!r}")
 
 
 class Install:
@@ -167,7 +165,7 @@ class Install:
                                      "is --iso a bootable Windows 7 installation ISO?")
             stack.callback(firmware.close)
             verdict = follow(vm, watcher, judge, [firmware, shots], ctx, Deadline(cfg.timeout))
-            if verdict.token == "NO_BOOTABLE_DEVICE":
+            if verdict.token == FirmwareWatch.TOKEN:
                 self.screenshot(vm, "no-boot")
             if verdict.token == DONE:
                 self.console.info("provisioning reported DONE; waiting for the guest to shut down")

@@ -42,7 +42,8 @@ def test_devices_and_defaults():
 
 
 def test_tcg_threads_are_asked_for_under_tcg_only():
-    assert build_argv(spec(tcg_thread="multi"))[build_argv(spec()).index("-accel") + 1] == "tcg,thread=multi"
+    multi = build_argv(spec(tcg_thread="multi"))
+    assert multi[multi.index("-accel") + 1] == "tcg,thread=multi"
     kvm = build_argv(spec(accel="kvm", tcg_thread="multi"))
     assert kvm[kvm.index("-accel") + 1] == "kvm"
 
